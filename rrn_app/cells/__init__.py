@@ -1,0 +1,20 @@
+"""Recurrent cells and their registry.
+
+    from rrn_app.cells import get_cell, list_cells, register_cell
+    encoder = get_cell("res_lstm")(input_size=50, hidden_size=80, num_layers=2, keep_prob=0.75)
+    outputs, state = encoder(x, lengths)     # x: [batch, time, input_size]
+
+Every cell is an nn.Module with `output_size` (hidden_size times directions), called as
+`module(x, lengths=None, state=None) -> (outputs [batch, time, output_size], final state)`.
+"""
+
+from rrn_app.cells.registry import (
+    BUILT_IN, CellInfo, UnknownCellError, all_cell_infos, cell_info, get_cell, list_cells, register_cell,
+)
+from rrn_app.cells.sequence import final_output
+from rrn_app.cells import fused, res_lstm  # noqa: F401  (built-in cells register on import)
+
+__all__ = [
+    "BUILT_IN", "CellInfo", "UnknownCellError", "all_cell_infos", "cell_info", "get_cell", "list_cells",
+    "register_cell", "final_output",
+]

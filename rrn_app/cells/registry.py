@@ -1,0 +1,125 @@
+"""The cell registry: built-in cells register on import, third-party packages through entry points.
+
+    @register_cell("my_cell")
+    class MyCell(nn.Module): ...
+
+    get_cell("my_cell")(input_size=..., hidden_size=..., num_layers=..., **options)
+    list_cells()  # sorted names
+
+A third-party package declares, in its pyproject.toml,
+
+    [project.entry-points."rrn_app.cells"]
+    my_cell = "my_package.cells"      # a module whose import registers cells, or the class itself
+
+and its cells appear the first time the registry is asked for a cell. A plugin that fails to load
+gives a warning naming it and the error; every other cell keeps working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from rrn_app.validation import UserError
+
+ENTRY_POINT_GROUP = "rrn_app.cells"
+BUILT_IN = "built-in (rrn_app)"
+
+
+class UnknownCellError(UserError, KeyError):
+    """Raised by `get_cell` for a name nobody registered; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    name: str
+    cls: type
+    source: str  # BUILT_IN, or "plugin <distribution> <version> (entry point <name>)"
+
+    def options(self) -> dict[str, object]:
+        """Constructor options beyond `input_size`, with their defaults (`inspect.Parameter.empty` if required)."""
+        parameters = inspect.signature(self.cls.__init__).parameters
+        return {
+            name: parameter.default
+            for name, parameter in parameters.items()
+            if name not in ("self", "input_size") and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        }
+
+    @property
+    def summary(self) -> str:
+        doc = inspect.getdoc(self.cls) or ""
+        return doc.splitlines()[0] if doc else ""
+
+
+_CELLS: dict[str, CellInfo] = {}
+_current_source = BUILT_IN
+_plugins_loaded = False
+
+
+def register_cell(name: str):
+    """Class decorator that adds a cell to the registry under `name`; a name can be registered once."""
+
+    def decorator(cls: type) -> type:
+        if name in _CELLS:
+            raise ValueError(
+                f"cell name {name!r} is already registered by {_CELLS[name].source} "
+                f"({_CELLS[name].cls.__module__}.{_CELLS[name].cls.__qualname__}); choose another name"
+            )
+        _CELLS[name] = CellInfo(name=name, cls=cls, source=_current_source)
+        cls.cell_name = name
+        return cls
+
+    return decorator
+
+
+def load_plugins() -> None:
+    """Import every `rrn_app.cells` entry point once; failures become warnings, not errors."""
+    global _plugins_loaded, _current_source
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        distribution = getattr(entry_point, "dist", None)
+        where = f"{distribution.name} {distribution.version}" if distribution else entry_point.value
+        _current_source = f"plugin {where} (entry point {entry_point.name} = {entry_point.value})"
+        try:
+            entry_point.load()
+        except Exception as error:  # a broken plugin must not take the other cells down
+            warnings.warn(
+                f"rrn: the cell plugin {entry_point.name!r} ({where}) failed to load and is skipped: "
+                f"{type(error).__name__}: {error}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        finally:
+            _current_source = BUILT_IN
+
+
+def cell_info(name: str) -> CellInfo:
+    load_plugins()
+    if name not in _CELLS:
+        known = sorted(_CELLS)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownCellError(f"unknown cell {name!r}.{hint} Known cells: {', '.join(known)}.")
+    return _CELLS[name]
+
+
+def get_cell(name: str) -> type:
+    """The cell class registered under `name`; call it with input_size, hidden_size, num_layers, **options."""
+    return cell_info(name).cls
+
+
+def list_cells() -> list[str]:
+    load_plugins()
+    return sorted(_CELLS)
+
+
+def all_cell_infos() -> list[CellInfo]:
+    return [_CELLS[name] for name in list_cells()]

@@ -1,0 +1,56 @@
+"""Length-bucketed batches: little padding, still shuffled, and split across DDP ranks."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Sampler
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of indices whose sequences have similar lengths.
+
+    Training (shuffle=True): the indices are shuffled, cut into pools of `pool_batches` batches, each pool
+    sorted by length and cut into batches, and the batches shuffled. Evaluation: sorted by length.
+    With several ranks each takes every `num_replicas`-th batch; in training the list is first padded by
+    repeating batches so every rank runs the same number of steps (DDP needs that).
+    """
+
+    def __init__(self, lengths, batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 50,
+                 num_replicas: int = 1, rank: int = 0):
+        self.lengths = torch.as_tensor(lengths)
+        self.batch_size, self.shuffle, self.seed, self.pool_batches = batch_size, shuffle, seed, pool_batches
+        self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        if not self.shuffle:
+            order = torch.argsort(self.lengths, stable=True)
+            return [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator)
+        pool = self.batch_size * self.pool_batches
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        permutation = torch.randperm(len(batches), generator=generator).tolist()
+        batches = [batches[i] for i in permutation]
+        if self.num_replicas > 1 and len(batches) % self.num_replicas:
+            batches += batches[: self.num_replicas - len(batches) % self.num_replicas]
+        return batches
+
+    def __iter__(self):
+        return iter(self._all_batches()[self.rank :: self.num_replicas])
+
+    def __len__(self) -> int:
+        size = len(self.lengths)
+        if self.shuffle:
+            pool = self.batch_size * self.pool_batches
+            count = size // pool * self.pool_batches + -(-(size % pool) // self.batch_size)
+            count = -(-count // self.num_replicas) * self.num_replicas
+        else:
+            count = -(-size // self.batch_size)
+        return len(range(self.rank, count, self.num_replicas))

@@ -1,0 +1,158 @@
+"""The Stanford Sentiment Treebank (Socher et al. 2013) as a LightningDataModule.
+
+Reads `<root>/sst/{train,dev,test}.txt` (PTB-format trees, trainDevTestTrees_PTB) through Hugging Face
+`datasets`, which caches the parsed splits. Training uses every labelled phrase of the training trees,
+each distinct phrase once (159,274; Pradhan & Longpre report 166,743), or the sentences only; validation
+and test use full sentences, as in the paper. Labels: 5 classes (0 very negative .. 4 very positive), or
+binary with neutral dropped (0-1 -> 0, 3-4 -> 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from rrn_app import validation
+from rrn_app.data.batching import BucketBatchSampler
+from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
+from rrn_app.data.text import Vocabulary, load_vectors, pad_batch
+from rrn_app.validation import MissingDataError, UserError
+
+SOURCE_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
+SPLITS = {"train": "train.txt", "validation": "dev.txt", "test": "test.txt"}
+_UNESCAPE = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
+
+
+def normalise(token: str, lowercase: bool) -> str:
+    token = _UNESCAPE.get(token, token).replace("\\/", "/").replace("\\*", "*")
+    return token.lower() if lowercase else token
+
+
+def read_examples(path: str, phrases: bool, binary: bool, lowercase: bool):
+    """Rows {tokens, label} of one split file."""
+    seen = set()
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                nodes = parse_tree(line)
+            except MalformedTreeError as error:
+                raise UserError(f"{path} line {number} is not a sentiment tree ({error}); is the file corrupt?") from None
+            for label, words in (nodes if phrases else nodes[-1:]):
+                if binary and label == 2:
+                    continue
+                if phrases:  # each distinct phrase once; sentences are never merged
+                    if tuple(words) in seen:
+                        continue
+                    seen.add(tuple(words))
+                yield {"tokens": [normalise(word, lowercase) for word in words],
+                       "label": int(label > 2) if binary else label}
+
+
+def cache_key(path: Path, options: dict, *code) -> str:
+    """The datasets cache key of a parsed file: its identity, the options, and the parsing code itself."""
+    stat = path.stat()
+    text = repr((str(path.resolve()), stat.st_size, stat.st_mtime_ns, sorted(options.items())))
+    text += "".join(inspect.getsource(function) for function in code)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class SSTDataModule(L.LightningDataModule):
+    def __init__(self, root: str = "data", train_on: str = "phrases", classes: int = 5, batch_size: int = 128,
+                 lowercase: bool = True, min_freq: int = 1, vectors: str | None = None, embedding_dim: int = 300,
+                 cache_dir: str | None = None, num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        self.train_on = validation.one_of("train_on", train_on, ("phrases", "sentences"))
+        self.classes = validation.one_of("classes", classes, (5, 2))
+        self.batch_size = validation.positive_int("batch_size", batch_size)
+        self.min_freq = validation.positive_int("min_freq", min_freq)
+        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
+        self.lowercase, self.vectors, self.cache_dir = lowercase, vectors, cache_dir
+        self.num_workers, self.seed = num_workers, seed
+        self.folder = Path(root) / "sst"
+        for name in SPLITS.values():
+            if not (self.folder / name).is_file():
+                raise MissingDataError(
+                    f"SST file not found: {self.folder / name}. Put the PTB-format trees train.txt, dev.txt and "
+                    f"test.txt in {self.folder}/ (from {SOURCE_URL}, folder trees/), or point data.root at a "
+                    "folder that holds sst/ (e.g. data.root=../shared/data)."
+                )
+        if vectors and not Path(vectors).is_file():
+            raise MissingDataError(
+                f"word vectors not found: {vectors}. Set task.data.vectors to a GloVe text file "
+                "(https://nlp.stanford.edu/projects/glove/) or task.data.vectors=null to learn embeddings from scratch."
+            )
+        self.splits = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes
+
+    def _load_split(self, split: str):
+        import datasets
+
+        path = self.folder / SPLITS[split]
+        options = dict(path=str(path.resolve()), phrases=split == "train" and self.train_on == "phrases",
+                       binary=self.classes == 2, lowercase=self.lowercase)
+        try:
+            return datasets.Dataset.from_generator(
+                read_examples, gen_kwargs=options, fingerprint=cache_key(path, options, read_examples, parse_tree),
+                features=datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                            "label": datasets.Value("int64")}),
+                cache_dir=self.cache_dir,
+            )
+        except datasets.exceptions.DatasetGenerationError as error:
+            if isinstance(error.__cause__, UserError):  # our own message about the file, not datasets' wrapper
+                raise error.__cause__ from None
+            raise
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        import datasets
+
+        datasets.disable_progress_bars()
+        raw = {split: self._load_split(split) for split in SPLITS}
+        self.vocabulary = Vocabulary.build(raw["train"]["tokens"], self.min_freq)
+        stoi, unknown = self.vocabulary.stoi, self.vocabulary.stoi["<unk>"]
+
+        def encode(batch):
+            ids = [[stoi.get(token, unknown) for token in tokens] for tokens in batch["tokens"]]
+            return {"ids": ids, "length": [len(row) for row in ids]}
+
+        self.splits = {
+            split: dataset.map(encode, batched=True, remove_columns=["tokens"]).with_format(columns=["ids", "label"])
+            for split, dataset in raw.items()
+        }
+        self.lengths = {split: dataset.with_format(columns=["length"])["length"] for split, dataset in self.splits.items()}
+        self.embeddings, self.vectors_found = None, 0
+        if self.vectors:
+            self.embeddings, self.vectors_found = load_vectors(self.vectors, self.vocabulary, self.embedding_dim, self.seed)
+
+    def model_arguments(self) -> dict:
+        """What the LightningModule needs from the data: sizes and the pretrained embedding matrix."""
+        return dict(vocab_size=len(self.vocabulary), num_classes=self.num_classes,
+                    embedding_dim=self.embedding_dim, pretrained_embeddings=self.embeddings)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        sampler = BucketBatchSampler(
+            self.lengths[split], self.batch_size, shuffle=shuffle, seed=self.seed,
+            num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
+        )
+        return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=pad_batch,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)

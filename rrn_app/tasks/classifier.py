@@ -1,0 +1,118 @@
+"""Sequence classification: embedding -> recurrent encoder from the registry -> linear classifier.
+
+The classifier reads the encoder's final state: the top layer's output at each sequence's last real step
+(and, when bidirectional, the backward direction's output at step 0). Used by `task=sst`.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from rrn_app import validation
+from rrn_app.cells import final_output, get_cell
+from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
+
+
+class SequenceClassifier(L.LightningModule):
+    def __init__(self, vocab_size: int, num_classes: int, embedding_dim: int, cell: dict,
+                 dropout: float = 0.5, optimizer: str = "adagrad", lr: float = 0.05, embedding_lr: float = 0.1,
+                 weight_decay: float = 1e-4, pretrained_embeddings: torch.Tensor | None = None):
+        super().__init__()
+        validation.dropout_rate("dropout", dropout)
+        validation.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
+        validation.positive_float("lr", lr)
+        validation.positive_float("embedding_lr", embedding_lr)
+        validation.non_negative_float("weight_decay", weight_decay)
+        self.save_hyperparameters(ignore=["pretrained_embeddings"])
+        cell = dict(cell)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        if pretrained_embeddings is not None:
+            self.embedding.weight.data.copy_(pretrained_embeddings)
+        self.encoder = get_cell(cell.pop("name"))(input_size=embedding_dim, **cell)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.encoder.output_size, num_classes)
+        # keyed by "<stage>/" because a ModuleDict key may not shadow nn.Module.train
+        self.metrics = nn.ModuleDict({
+            f"{stage}/": torchmetrics.MetricCollection({
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            }, prefix=f"{stage}/")
+            for stage in ("train", "val", "test")
+        })
+        self.per_class_f1 = nn.ModuleDict({s: MulticlassF1Score(num_classes, average=None) for s in ("val", "test")})
+        self.confusion = nn.ModuleDict({s: MulticlassConfusionMatrix(num_classes) for s in ("val", "test")})
+        self.losses = nn.ModuleDict({s: torchmetrics.MeanMetric() for s in ("val", "test")})
+        self.confusion_matrices: dict[str, list] = {}
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        embedded = self.dropout(self.embedding(ids))
+        outputs, _ = self.encoder(embedded, lengths)
+        summary = final_output(outputs, lengths, self.encoder.bidirectional)
+        return self.classifier(self.dropout(summary))
+
+    def training_step(self, batch, batch_index):
+        logits = self(batch["ids"], batch["lengths"])
+        loss = nn.functional.cross_entropy(logits, batch["label"])
+        self.metrics["train/"].update(logits, batch["label"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def on_train_epoch_end(self):
+        self.log_dict(self.metrics["train/"].compute())
+        self.metrics["train/"].reset()
+
+    def _evaluate(self, batch, stage: str):
+        logits = self(batch["ids"], batch["lengths"])
+        self.losses[stage].update(nn.functional.cross_entropy(logits, batch["label"], reduction="none"))
+        for metric in (self.metrics[f"{stage}/"], self.per_class_f1[stage], self.confusion[stage]):
+            metric.update(logits, batch["label"])
+
+    def _log_evaluation(self, stage: str):
+        values = {f"{stage}/loss": self.losses[stage].compute(), **self.metrics[f"{stage}/"].compute()}
+        for label, f1 in enumerate(self.per_class_f1[stage].compute()):
+            values[f"{stage}/f1_class{label}"] = f1
+        self.log_dict(values, prog_bar=stage == "val")
+        matrix = self.confusion[stage].compute()
+        self.confusion_matrices[stage] = matrix.tolist()
+        self._log_confusion_figure(stage)
+        for metric in (self.losses[stage], self.metrics[f"{stage}/"], self.per_class_f1[stage], self.confusion[stage]):
+            metric.reset()
+
+    def _log_confusion_figure(self, stage: str):
+        """The confusion matrix as a picture, for loggers that take images (W&B)."""
+        log_image = getattr(self.logger, "log_image", None)
+        if log_image is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, _ = self.confusion[stage].plot()
+        log_image(key=f"{stage}/confusion_matrix", images=[figure])
+        plt.close(figure)
+
+    def validation_step(self, batch, batch_index):
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self):
+        self._log_evaluation("val")
+
+    def test_step(self, batch, batch_index):
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self):
+        self._log_evaluation("test")
+
+    def configure_optimizers(self):
+        embedding = list(self.embedding.parameters())
+        rest = [p for name, p in self.named_parameters() if not name.startswith("embedding.")]
+        return build_optimizer(
+            self.hparams.optimizer,
+            [{"params": embedding, "lr": self.hparams.embedding_lr}, {"params": rest, "lr": self.hparams.lr}],
+            weight_decay=self.hparams.weight_decay,
+        )

@@ -1,0 +1,20 @@
+"""Optimizers by name, so task configs can say `optimizer: adagrad` with per-group learning rates."""
+
+from __future__ import annotations
+
+import torch
+
+from rrn_app import validation
+
+OPTIMIZERS = {
+    "adagrad": torch.optim.Adagrad,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "sgd": torch.optim.SGD,
+}
+
+
+def build_optimizer(name: str, parameter_groups: list[dict], weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    validation.one_of("optimizer", name, tuple(OPTIMIZERS))
+    return OPTIMIZERS[name](parameter_groups, weight_decay=weight_decay)

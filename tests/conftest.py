@@ -1,0 +1,64 @@
+"""Shared fixtures. The real datasets are read from RRN_DATA_ROOT (CI: ../shared/data); tests use one torch thread."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the rrn-train processes the tests start
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("WANDB_API_KEY", None)
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("RRN_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = _data_root()
+    if not (root / "sst" / "train.txt").is_file():
+        message = f"real data not found under {root}; set RRN_DATA_ROOT to the folder holding sst/, atis/, ..."
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI must never skip the real-data tests silently
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def glove_path(data_root) -> Path:
+    return data_root / "glove" / "glove.6B.50d.filtered.txt.gz"
+
+
+def run_cli(*arguments: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):
+    """Run an installed console script (rrn-train, rrn-cells) the way a user would."""
+    executable = Path(sys.executable).with_name(arguments[0])
+    command = [str(executable) if executable.exists() else arguments[0], *arguments[1:]]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def compose_config(tmp_path):
+    """Compose the rrn-train config in-process, as the command line would, with the run dir in tmp_path."""
+    from hydra import compose, initialize_config_dir
+
+    from rrn_app.config import config_dir, register_plugin_cells
+
+    def compose_with(*overrides: str):
+        register_plugin_cells()
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name="config", overrides=[f"run_dir={tmp_path / 'run'}", *overrides])
+
+    return compose_with

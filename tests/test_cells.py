@@ -1,0 +1,162 @@
+"""The cells' math and the `module(x, lengths) -> (outputs, state)` contract, on small synthetic inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rrn_app.cells import final_output, get_cell, list_cells
+from rrn_app.cells.res_lstm import drop_timesteps
+
+BUILT_IN = ["rnn", "lstm", "gru", "res_lstm"]
+LENGTHS = torch.tensor([7, 3, 5, 1])
+
+
+def make(name, bidirectional=False, **options):
+    torch.manual_seed(0)
+    return get_cell(name)(input_size=5, hidden_size=6, num_layers=3, bidirectional=bidirectional, **options)
+
+
+def test_built_in_cells_are_registered():
+    assert set(BUILT_IN) <= set(list_cells())
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_output_shapes(name, bidirectional):
+    cell = make(name, bidirectional)
+    outputs, state = cell(torch.randn(4, 7, 5), LENGTHS)
+    directions = 2 if bidirectional else 1
+    assert cell.output_size == 6 * directions
+    assert outputs.shape == (4, 7, 6 * directions)
+    h_n = state[0] if isinstance(state, tuple) else state
+    assert h_n.shape == (3 * directions, 4, 6)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_padding_never_leaks(name, bidirectional):
+    """A padded batch gives exactly what each sequence gives alone, and zeros past each length."""
+    cell = make(name, bidirectional).eval()
+    x = torch.randn(4, 7, 5)
+    x_noisy_padding = x.clone()
+    for row, length in enumerate(LENGTHS):
+        x_noisy_padding[row, length:] = 1e3  # garbage in the padding must change nothing
+    outputs, state = cell(x_noisy_padding, LENGTHS)
+    h_n = state[0] if isinstance(state, tuple) else state
+    for row, length in enumerate(LENGTHS.tolist()):
+        alone, alone_state = cell(x[row : row + 1, :length])
+        alone_h = alone_state[0] if isinstance(alone_state, tuple) else alone_state
+        torch.testing.assert_close(outputs[row, :length], alone[0], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(h_n[:, row], alone_h[:, 0], atol=1e-6, rtol=1e-5)
+        assert torch.all(outputs[row, length:] == 0)
+
+
+def test_final_output_reads_last_real_step_and_backward_start():
+    outputs = torch.arange(2 * 4 * 4, dtype=torch.float).view(2, 4, 4)
+    lengths = torch.tensor([4, 2])
+    forward_only = final_output(outputs, lengths, bidirectional=False)
+    torch.testing.assert_close(forward_only, torch.stack([outputs[0, 3], outputs[1, 1]]))
+    both = final_output(outputs, lengths, bidirectional=True)
+    torch.testing.assert_close(both[:, :2], torch.stack([outputs[0, 3, :2], outputs[1, 1, :2]]))
+    torch.testing.assert_close(both[:, 2:], outputs[:, 0, 2:])
+
+
+def test_res_lstm_is_a_residual_stack():
+    """x^(2) = h^(1), x^(l+1) = x^(l) + h^(l): rebuilt by hand from the layers."""
+    cell = make("res_lstm").eval()
+    x = torch.randn(2, 4, 5)
+    outputs, _ = cell(x)
+    stream = cell.layers[0](x)[0]
+    for layer in cell.layers[1:]:
+        stream = stream + layer(stream)[0]
+    torch.testing.assert_close(outputs, stream)
+
+
+def test_stochastic_depth_scales_residuals_at_evaluation():
+    cell = make("res_lstm", keep_prob=0.5).eval()
+    x = torch.randn(2, 4, 5)
+    stream = cell.layers[0](x)[0]
+    for layer in cell.layers[1:]:
+        stream = stream + 0.5 * layer(stream)[0]
+    torch.testing.assert_close(cell(x)[0], stream)
+    torch.testing.assert_close(cell(x)[0], cell(x)[0])  # no randomness at evaluation
+
+
+def test_stochastic_depth_drops_layers_in_training_only_and_a_dropped_layer_computes_nothing():
+    cell = make("res_lstm", keep_prob=0.5)
+    calls = [0, 0, 0]
+    for index, layer in enumerate(cell.layers):
+        layer.register_forward_hook(lambda *args, index=index: calls.__setitem__(index, calls[index] + 1))
+    x = torch.randn(2, 4, 5)
+    torch.manual_seed(1)
+    cell.train()
+    for _ in range(200):
+        cell(x)
+    assert calls[0] == 200  # the first layer always runs
+    assert 60 < calls[1] < 140 and 60 < calls[2] < 140  # residual layers kept about half the time
+    calls[:] = [0, 0, 0]
+    cell.eval()
+    for _ in range(10):
+        cell(x)
+    assert calls == [10, 10, 10]
+
+
+def test_dropped_layer_passes_the_stream_through():
+    cell = make("res_lstm", keep_prob=0.5).train()
+    cell.layer_kept = lambda index: index != 2  # drop the last layer
+    x = torch.randn(2, 4, 5)
+    stream = cell.layers[0](x)[0]
+    stream = stream + cell.layers[1](stream)[0]
+    outputs, (h_n, c_n) = cell(x)
+    torch.testing.assert_close(outputs, stream)
+    assert torch.all(h_n[2] == 0) and torch.all(c_n[2] == 0)
+
+
+def test_drop_timesteps_compacts_and_restores_positions():
+    torch.manual_seed(3)
+    x = torch.arange(1, 9, dtype=torch.float).view(1, 8, 1).repeat(64, 1, 1)
+    lengths = torch.full((64,), 6)
+    compacted, new_lengths, position = drop_timesteps(x, lengths, keep_prob=0.5)
+    assert torch.all(compacted[:, 0, 0] == 1)  # the first step is never dropped
+    assert torch.all(new_lengths <= 6) and torch.all(new_lengths >= 1)
+    assert 2.0 < new_lengths.float().mean() < 5.0  # about 1 + 5 * 0.5 kept
+    for row in range(64):
+        kept = compacted[row, : new_lengths[row], 0]
+        assert torch.all(kept[1:] > kept[:-1])  # order preserved
+        assert set(kept.tolist()) <= set(range(1, 7))  # never a padded step
+        restored = compacted[row, :, 0][position[row, :6]]
+        expected = [max(v for v in kept.tolist() if v <= t) for t in range(1, 7)]
+        assert restored.tolist() == expected  # a dropped step shows the last kept one
+
+
+def test_stochastic_timesteps_only_in_training():
+    cell = make("res_lstm", timestep_keep_prob=0.5)
+    x = torch.randn(3, 9, 5)
+    lengths = torch.tensor([9, 4, 6])
+    cell.eval()
+    torch.testing.assert_close(cell(x, lengths)[0], cell(x, lengths)[0])
+    cell.train()
+    torch.manual_seed(0)
+    first = cell(x, lengths)[0]
+    second = cell(x, lengths)[0]
+    assert not torch.allclose(first, second)
+    assert torch.all(first[1, 4:] == 0) and torch.all(first[2, 6:] == 0)  # padding stays zero
+    cell.timestep_keep_prob = 1.0
+    torch.testing.assert_close(cell(x, lengths)[0], cell.eval()(x, lengths)[0])
+
+
+@pytest.mark.parametrize(
+    "options, key",
+    [
+        (dict(hidden_size=0), "hidden_size"),
+        (dict(hidden_size=8, num_layers=-1), "num_layers"),
+        (dict(hidden_size=8, dropout=1.0), "dropout"),
+        (dict(hidden_size=8, keep_prob=0.0), "keep_prob"),
+        (dict(hidden_size=8, keep_prob=1.5), "keep_prob"),
+        (dict(hidden_size=8, timestep_keep_prob=-0.1), "timestep_keep_prob"),
+    ],
+)
+def test_out_of_range_options_name_the_option(options, key):
+    with pytest.raises(ValueError, match=rf"^{key}=.* not allowed"):
+        get_cell("res_lstm")(input_size=4, **options)
