@@ -36,6 +36,11 @@ def test_short_real_run_beats_chance_and_writes_results(compose_config, data_roo
 def test_resume_from_checkpoint_keeps_earlier_results(compose_config, data_root, tmp_path):
     first = train(compose_config(f"data.root={data_root}", *QUICK, "trainer.max_epochs=1"))
     last = first / "checkpoints" / "last.ckpt"
+    import torch
+
+    saved = torch.load(last, weights_only=False, map_location="cpu")
+    vocabulary = saved["SSTDataModule"]["vocabulary"]  # checkpoints carry the vocabulary
+    assert vocabulary[:2] == ["<pad>", "<unk>"] and len(vocabulary) > 10000
     earlier = (first / "results.json").read_text()
     resumed = train(compose_config(f"data.root={data_root}", *QUICK, "trainer.max_epochs=2", f"ckpt_path={last}"))
     results = json.loads((resumed / "results.json").read_text())

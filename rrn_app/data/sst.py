@@ -134,6 +134,19 @@ class SSTDataModule(L.LightningDataModule):
         if self.vectors:
             self.embeddings, self.vectors_found = load_vectors(self.vectors, self.vocabulary, self.embedding_dim, self.seed)
 
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the vocabulary, so a checkpoint can be read without the training data."""
+        return {"vocabulary": self.vocabulary.itos} if self.splits is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("vocabulary")
+        if saved is not None and self.splits is not None and saved != self.vocabulary.itos:
+            raise UserError(
+                "the checkpoint's vocabulary differs from the one built from the training data now "
+                f"({len(saved)} vs {len(self.vocabulary)} words): the data or task.data options changed since it "
+                "was saved. Resume with the same data and options."
+            )
+
     def model_arguments(self) -> dict:
         """What the LightningModule needs from the data: sizes and the pretrained embedding matrix."""
         return dict(vocab_size=len(self.vocabulary), num_classes=self.num_classes,
