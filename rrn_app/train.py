@@ -179,7 +179,7 @@ def train(cfg) -> Path:
             "task": cfg.task.name,
             "cell": cfg.cell.name,
             "metrics": {name: float(value) for name, value in sorted(metrics.items())},
-            "test_confusion_matrix": model.confusion_matrices.get("test"),
+            **(model.extra_results() if hasattr(model, "extra_results") else {}),
             "parameters": sum(p.numel() for p in model.parameters()),
             "epochs": trainer.current_epoch,
             "wall_time_seconds": time.time() - start,

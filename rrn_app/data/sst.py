@@ -9,8 +9,6 @@ binary with neutral dropped (0-1 -> 0, 3-4 -> 1).
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from rrn_app import validation
 from rrn_app.data.batching import BucketBatchSampler
+from rrn_app.data.cache import cached_dataset
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
 from rrn_app.data.text import Vocabulary, load_vectors, pad_batch
 from rrn_app.validation import MissingDataError, UserError
@@ -52,14 +51,6 @@ def read_examples(path: str, phrases: bool, binary: bool, lowercase: bool):
                     seen.add(tuple(words))
                 yield {"tokens": [normalise(word, lowercase) for word in words],
                        "label": int(label > 2) if binary else label}
-
-
-def cache_key(path: Path, options: dict, *code) -> str:
-    """The datasets cache key of a parsed file: its identity, the options, and the parsing code itself."""
-    stat = path.stat()
-    text = repr((str(path.resolve()), stat.st_size, stat.st_mtime_ns, sorted(options.items())))
-    text += "".join(inspect.getsource(function) for function in code)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class SSTDataModule(L.LightningDataModule):
@@ -99,24 +90,13 @@ class SSTDataModule(L.LightningDataModule):
         path = self.folder / SPLITS[split]
         options = dict(path=str(path.resolve()), phrases=split == "train" and self.train_on == "phrases",
                        binary=self.classes == 2, lowercase=self.lowercase)
-        try:
-            return datasets.Dataset.from_generator(
-                read_examples, gen_kwargs=options, fingerprint=cache_key(path, options, read_examples, parse_tree),
-                features=datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
-                                            "label": datasets.Value("int64")}),
-                cache_dir=self.cache_dir,
-            )
-        except datasets.exceptions.DatasetGenerationError as error:
-            if isinstance(error.__cause__, UserError):  # our own message about the file, not datasets' wrapper
-                raise error.__cause__ from None
-            raise
+        features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                      "label": datasets.Value("int64")})
+        return cached_dataset(read_examples, options, [path], features, self.cache_dir, parse_tree)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        import datasets
-
-        datasets.disable_progress_bars()
         raw = {split: self._load_split(split) for split in SPLITS}
         self.vocabulary = Vocabulary.build(raw["train"]["tokens"], self.min_freq)
         stoi, unknown = self.vocabulary.stoi, self.vocabulary.stoi["<unk>"]

@@ -108,6 +108,10 @@ class SequenceClassifier(L.LightningModule):
     def on_test_epoch_end(self):
         self._log_evaluation("test")
 
+    def extra_results(self) -> dict:
+        """Added to results.json by rrn-train."""
+        return {"test_confusion_matrix": self.confusion_matrices.get("test")}
+
     def configure_optimizers(self):
         embedding = list(self.embedding.parameters())
         rest = [p for name, p in self.named_parameters() if not name.startswith("embedding.")]

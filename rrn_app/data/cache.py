@@ -1,0 +1,40 @@
+"""Parsed data files as Hugging Face datasets, cached on disk and rebuilt when the file or the parser changes."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from pathlib import Path
+
+from rrn_app.validation import UserError
+
+
+def cache_key(paths: list[Path], options: dict, *code) -> str:
+    """The datasets cache key of parsed files: their identity, the options, and the parsing code itself."""
+    text = repr(sorted(options.items()))
+    for path in paths:
+        stat = path.stat()
+        text += repr((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    text += "".join(inspect.getsource(function) for function in code)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def cached_dataset(generator, options: dict, paths: list[Path], features, cache_dir: str | None, *code):
+    """`datasets.Dataset.from_generator(generator, gen_kwargs=options)`, keyed by `cache_key`.
+
+    A UserError raised while reading a file (a corrupt line, say) comes out as itself, not wrapped in
+    datasets' DatasetGenerationError. `code` lists the functions whose source should key the cache
+    besides the generator.
+    """
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        return datasets.Dataset.from_generator(
+            generator, gen_kwargs=options, features=features, cache_dir=cache_dir,
+            fingerprint=cache_key(paths, options, generator, *code),
+        )
+    except datasets.exceptions.DatasetGenerationError as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
