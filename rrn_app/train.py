@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from rrn_app.validation import InvalidOption, UserError
@@ -142,6 +143,7 @@ def train(cfg) -> Path:
 
     from rrn_app.callbacks import Throughput
 
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13 noise
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)

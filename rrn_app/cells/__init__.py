@@ -12,7 +12,7 @@ from rrn_app.cells.registry import (
     BUILT_IN, CellInfo, UnknownCellError, all_cell_infos, cell_info, get_cell, list_cells, register_cell,
 )
 from rrn_app.cells.sequence import final_output
-from rrn_app.cells import fused, res_lstm  # noqa: F401  (built-in cells register on import)
+from rrn_app.cells import fused, gres_rnn, res_lstm, res_rnn, rrn  # noqa: F401  (built-in cells register on import)
 
 __all__ = [
     "BUILT_IN", "CellInfo", "UnknownCellError", "all_cell_infos", "cell_info", "get_cell", "list_cells",

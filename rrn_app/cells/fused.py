@@ -9,6 +9,9 @@
 All three: `num_layers` stacked, `dropout` on the outputs of every layer but the last, `bidirectional`
 concatenating both directions. The state is PyTorch's: h_n (or (h_n, c_n) for lstm) of shape
 [num_layers * directions, batch, hidden_size], each sequence's state at its own last step.
+
+`residual=True` stacks the layers res_lstm style, x^(l+1) = x^(l) + h^(l) for every layer but the first
+(stack.py): each layer is then its own single-layer, single-direction kernel (`FusedLayer`).
 """
 
 from __future__ import annotations
@@ -19,24 +22,50 @@ from torch import nn
 from rrn_app import validation
 from rrn_app.cells.registry import register_cell
 from rrn_app.cells.sequence import check_common_options, check_lengths, pack, unpack
+from rrn_app.cells.stack import RecurrentStack
+
+
+class FusedLayer(nn.Module):
+    """One layer, one direction on a PyTorch kernel, called like a `Recurrence`: states [batch, hidden_size]."""
+
+    def __init__(self, kernel: nn.RNNBase):
+        super().__init__()
+        self.kernel, self.hidden_size = kernel, kernel.hidden_size
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
+        if state is not None:  # the kernel's layout has a leading layers-times-directions dimension
+            state = tuple(part[None] for part in state) if isinstance(state, tuple) else state[None]
+        outputs, state = self.kernel(pack(x, lengths), state)
+        state = tuple(part[0] for part in state) if isinstance(state, tuple) else state[0]
+        return unpack(outputs, x.shape[1]), state
 
 
 class _FusedRecurrent(nn.Module):
     kernel: type[nn.RNNBase]
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float, bidirectional: bool, **kernel_options):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float, bidirectional: bool,
+                 residual: bool, **kernel_options):
         super().__init__()
         validation.positive_int("input_size", input_size)
         check_common_options(hidden_size, num_layers, dropout)
         self.hidden_size, self.num_layers, self.bidirectional = hidden_size, num_layers, bool(bidirectional)
         self.output_size = hidden_size * (2 if bidirectional else 1)
-        self.rnn = self.kernel(
-            input_size, hidden_size, num_layers, batch_first=True,
-            dropout=dropout if num_layers > 1 else 0.0, bidirectional=bool(bidirectional), **kernel_options,
-        )
+        if validation.one_of("residual", residual, (False, True)):
+            def make_layer(size: int, hidden: int) -> FusedLayer:
+                return FusedLayer(self.kernel(size, hidden, batch_first=True, **kernel_options))
+
+            self.rnn = RecurrentStack(input_size, hidden_size, num_layers, dropout, bidirectional, residual=True,
+                                      make_layer=make_layer)
+        else:
+            self.rnn = self.kernel(
+                input_size, hidden_size, num_layers, batch_first=True,
+                dropout=dropout if num_layers > 1 else 0.0, bidirectional=bool(bidirectional), **kernel_options,
+            )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
         lengths = check_lengths(x, lengths)
+        if isinstance(self.rnn, RecurrentStack):
+            return self.rnn(x, lengths, state)
         outputs, state = self.rnn(pack(x, lengths), state)
         return unpack(outputs, x.shape[1]), state
 
@@ -48,9 +77,10 @@ class ElmanRNN(_FusedRecurrent):
     kernel = nn.RNN
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 bidirectional: bool = False, nonlinearity: str = "tanh"):
+                 bidirectional: bool = False, residual: bool = False, nonlinearity: str = "tanh"):
         validation.one_of("nonlinearity", nonlinearity, ("tanh", "relu"))
-        super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional, nonlinearity=nonlinearity)
+        super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional, residual,
+                         nonlinearity=nonlinearity)
 
 
 @register_cell("lstm")
@@ -60,8 +90,8 @@ class LSTM(_FusedRecurrent):
     kernel = nn.LSTM
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 bidirectional: bool = False):
-        super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional)
+                 bidirectional: bool = False, residual: bool = False):
+        super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional, residual)
 
 
 @register_cell("gru")
@@ -71,5 +101,5 @@ class GRU(_FusedRecurrent):
     kernel = nn.GRU
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 bidirectional: bool = False):
-        super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional)
+                 bidirectional: bool = False, residual: bool = False):
+        super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional, residual)

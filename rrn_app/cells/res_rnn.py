@@ -1,0 +1,113 @@
+"""`res_rnn`: the residual recurrent unit of Yue, Fu & Liang (2018), section 3.1, eqs. (8)-(13).
+
+The state learns a residual with reference to the last state instead of a new state altogether:
+
+    F(x_t, s_{t-1}) = act(W x_t + U s_{t-1} + b)            the residual function (eqs. 8-10), act: `activation`
+    y   = W_im s_{t-1} + F(x_t, s_{t-1})                    shortcut plus residual (eq. 12)
+    s_t = f(y)                                              f: `output_activation` (eq. 13)
+
+With W_im = I and f the identity this is eq. (11), s_t = s_{t-1} + F: the state is the sum of the residuals
+(eq. 17) and the gradient reaches every earlier state through the identity (eq. 18). Options:
+
+- `activation` of F: tanh (the paper's experiments) or relu;
+- `output_activation` f: identity (the paper: "f is ... an identity mapping") or tanh;
+- `projection` W_im: identity (no parameters) or linear (a learned matrix; the sizes always allow either,
+  since s_{t-1} and y are both hidden_size wide);
+- `batch_norm`: recurrent batch normalization of the hidden-to-hidden term, F = act(W x_t + BN(U s_{t-1}) + b)
+  (section 3.1, after Cooijmans et al. 2016; batch_norm.py), with per-timestep statistics up to
+  `batch_norm_max_length` steps.
+
+Initialisation, so that the recurrence starts near the identity mapping the paper argues for ("the weights of
+the nonlinear block in eq. (11) are tuned towards zero"): W_im = I (the learned one too), b = 0, the recurrent
+U uniform in ±0.1/sqrt(hidden_size) (a tenth of PyTorch's nn.RNN default), and W uniform in ±1/sqrt(hidden_size)
+as nn.RNN, so that at the start ds_t/ds_{t-1} = f'(y) (W_im + act'(.) U) = I + O(0.1).
+
+The recurrence runs step by step (recurrence.py) after W x_t + b is computed for all timesteps in one GEMM;
+reference.res_rnn is the plain step-by-step version the tests check it against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rrn_app import validation
+from rrn_app.cells.batch_norm import RecurrentBatchNorm
+from rrn_app.cells.recurrence import Recurrence
+from rrn_app.cells.registry import register_cell
+from rrn_app.cells.stack import RecurrentStack
+
+
+def identity(z: torch.Tensor) -> torch.Tensor:
+    return z
+
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "identity": identity}
+
+
+class ResRNNLayer(Recurrence):
+    """One layer, one direction of Res-RNN: s_t = f(W_im s_{t-1} + act(W x_t + U s_{t-1} + b))."""
+
+    transforms = 1  # how many hidden_size-wide transforms of x_t and s_{t-1}: F (gres_rnn adds its gate)
+
+    def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh",
+                 output_activation: str = "identity", projection: str = "identity", batch_norm: bool = False,
+                 batch_norm_max_length: int = 100):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.activation, self.output_activation = ACTIVATIONS[activation], ACTIVATIONS[output_activation]
+        width = self.transforms * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(width, input_size))  # W (gres_rnn: [W; W_g])
+        self.weight_hh = nn.Parameter(torch.empty(width, hidden_size))  # U (gres_rnn: [U; U_g])
+        self.bias = nn.Parameter(torch.empty(width))  # b (gres_rnn: [b; b_g])
+        self.weight_im = nn.Parameter(torch.empty(hidden_size, hidden_size)) if projection == "linear" else None
+        self.norm = RecurrentBatchNorm(width, batch_norm_max_length) if batch_norm else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Near the identity mapping: see the module docstring."""
+        bound = 1 / math.sqrt(self.hidden_size)
+        nn.init.uniform_(self.weight_ih, -bound, bound)
+        nn.init.uniform_(self.weight_hh, -0.1 * bound, 0.1 * bound)
+        nn.init.zeros_(self.bias)
+        if self.weight_im is not None:
+            nn.init.eye_(self.weight_im)
+
+    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight_ih, self.bias)  # W x_t + b for every t at once
+
+    def residual(self, preactivation: torch.Tensor) -> torch.Tensor:
+        """F(x_t, s_{t-1}) from W x_t + U s_{t-1} + b."""
+        return self.activation(preactivation)
+
+    def step(self, inputs: torch.Tensor, state: torch.Tensor, t: int, running: torch.Tensor | None) -> torch.Tensor:
+        recurrent = F.linear(state, self.weight_hh)
+        if self.norm is not None:
+            recurrent = self.norm(recurrent, t, running)
+        shortcut = state if self.weight_im is None else F.linear(state, self.weight_im)
+        return self.output_activation(shortcut + self.residual(inputs + recurrent))
+
+
+@register_cell("res_rnn")
+class ResRNN(RecurrentStack):
+    """Res-RNN (Yue et al. 2018): s_t = f(W_im s_{t-1} + act(W x_t + U s_{t-1} + b)), a residual recurrence."""
+
+    layer = ResRNNLayer
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
+                 bidirectional: bool = False, residual: bool = False, activation: str = "tanh",
+                 output_activation: str = "identity", projection: str = "identity", batch_norm: bool = False,
+                 batch_norm_max_length: int = 100):
+        options = dict(
+            activation=validation.one_of("activation", activation, ("tanh", "relu")),
+            output_activation=validation.one_of("output_activation", output_activation, ("identity", "tanh")),
+            projection=validation.one_of("projection", projection, ("identity", "linear")),
+            batch_norm=bool(validation.one_of("batch_norm", batch_norm, (False, True))),
+            batch_norm_max_length=validation.positive_int("batch_norm_max_length", batch_norm_max_length),
+        )
+        layer = self.layer
+        super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional, residual,
+                         make_layer=lambda size, hidden: layer(size, hidden, **options))
