@@ -84,3 +84,12 @@ def pad_batch(rows: list[dict]) -> dict[str, torch.Tensor]:
     if "label" in rows[0]:
         batch["label"] = torch.tensor([row["label"] for row in rows], dtype=torch.long)
     return batch
+
+
+def pad_sequences(sequences: list[list[int]], value: int = 0) -> torch.Tensor:
+    """Integer sequences as one tensor [batch, longest], filled with `value` past each sequence's end."""
+    longest = max(len(sequence) for sequence in sequences)
+    padded = torch.full((len(sequences), longest), value, dtype=torch.long)
+    for index, sequence in enumerate(sequences):
+        padded[index, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+    return padded

@@ -1,7 +1,8 @@
 """Sequence classification: embedding -> recurrent encoder from the registry -> linear classifier.
 
 The classifier reads the encoder's final state: the top layer's output at each sequence's last real step
-(and, when bidirectional, the backward direction's output at step 0). Used by `task=sst`.
+(and, when bidirectional, the backward direction's output at step 0), or with `pooling=mean`/`max` the
+average or elementwise maximum of the outputs over each sequence's real steps. Used by `task=sst` and `task=imdb`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from rrn_app import validation
-from rrn_app.cells import final_output, get_cell
+from rrn_app.cells import get_cell
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
+from rrn_app.tasks.pooling import POOLINGS, pool
 
 
 class SequenceClassifier(L.LightningModule):
     def __init__(self, vocab_size: int, num_classes: int, embedding_dim: int, cell: dict,
                  dropout: float = 0.5, optimizer: str = "adagrad", lr: float = 0.05, embedding_lr: float = 0.1,
-                 weight_decay: float = 1e-4, pretrained_embeddings: torch.Tensor | None = None):
+                 weight_decay: float = 1e-4, pretrained_embeddings: torch.Tensor | None = None,
+                 pooling: str = "final"):
         super().__init__()
         validation.dropout_rate("dropout", dropout)
+        validation.one_of("pooling", pooling, POOLINGS)
         validation.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
         validation.positive_float("lr", lr)
         validation.positive_float("embedding_lr", embedding_lr)
@@ -51,7 +55,7 @@ class SequenceClassifier(L.LightningModule):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         embedded = self.dropout(self.embedding(ids))
         outputs, _ = self.encoder(embedded, lengths)
-        summary = final_output(outputs, lengths, self.encoder.bidirectional)
+        summary = pool(outputs, lengths, self.encoder.bidirectional, self.hparams.pooling)
         return self.classifier(self.dropout(summary))
 
     def training_step(self, batch, batch_index):

@@ -1,0 +1,170 @@
+"""ATIS slot filling with intent detection (the SlotGated-SLU split of Goo et al. 2018) as a LightningDataModule.
+
+Reads `<root>/atis/{train,valid,test}/{seq.in,seq.out,label}` (4,478 / 500 / 893 utterances; one utterance, its
+IOB slot tags and its intent per line) through Hugging Face `datasets`, which caches the parsed splits.
+
+Labels. The model predicts the slot tags and intents of the training split only. Tags and intents that occur
+only in validation or test (6 test slot tags, 4 test intents, 1 validation intent and 1 validation tag, see the
+data's SOURCE.md) are appended after them in the label lists, so evaluation still scores against the true gold
+strings: such a tag or intent can never be predicted and counts as an error, as it would with conlleval; it is
+left out of the loss. A multi-intent label (`atis_flight#atis_airfare`) is one class of its own, matched
+exactly (as Goo et al. and later work do).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from rrn_app import validation
+from rrn_app.data.batching import BucketBatchSampler
+from rrn_app.data.cache import cached_dataset
+from rrn_app.data.text import Vocabulary, load_vectors, pad_batch, pad_sequences
+from rrn_app.validation import MissingDataError, UserError
+
+SOURCE_URL = "https://github.com/MiuLab/SlotGated-SLU/tree/master/data/atis"
+SPLITS = {"train": "train", "validation": "valid", "test": "test"}
+FILES = ("seq.in", "seq.out", "label")
+OUTSIDE = "O"
+
+
+def read_utterances(folder: str):
+    """Rows {tokens, tags, intent} of one split folder; the three files must agree line by line."""
+    paths = [Path(folder) / name for name in FILES]
+    lines = [path.read_text(encoding="utf-8").splitlines() for path in paths]
+    if len({len(part) for part in lines}) != 1:
+        counts = ", ".join(f"{path.name}: {len(part)}" for path, part in zip(paths, lines))
+        raise UserError(f"{folder}: the files have different numbers of lines ({counts}); they must match line "
+                        "by line. Is a file truncated?")
+    for number, (words, tags, intent) in enumerate(zip(*lines), 1):
+        words, tags = words.split(), tags.split()
+        if not words or len(words) != len(tags) or not intent.strip():
+            raise UserError(f"{paths[1]} line {number}: {len(tags)} tags for {len(words)} words in seq.in "
+                            f"(intent {intent.strip()!r}); every word needs one IOB tag and every line an intent.")
+        for tag in tags:
+            if tag != OUTSIDE and not tag.startswith(("B-", "I-")):
+                raise UserError(f"{paths[1]} line {number}: {tag!r} is not an IOB tag (O, B-<type> or I-<type>).")
+        yield {"tokens": words, "tags": tags, "intent": intent.strip()}
+
+
+def label_list(train_labels, other_labels) -> tuple[list[str], int]:
+    """All labels, the training ones first (what the model predicts), then those seen only elsewhere.
+
+    Returns (labels, number the model predicts). The training tags are ordered O first, then sorted.
+    """
+    seen = sorted(set(train_labels), key=lambda label: (label != OUTSIDE, label))
+    unseen = sorted(set(other_labels) - set(seen))
+    return seen + unseen, len(seen)
+
+
+def pad_tagged_batch(rows: list[dict]) -> dict:
+    """ids [batch, longest] (0-padded), lengths, tags [batch, longest] (-1 past each length), intent, index, tokens."""
+    batch = pad_batch([{"ids": row["ids"]} for row in rows])
+    batch["tags"] = pad_sequences([row["tags"] for row in rows], -1)
+    batch["intent"] = torch.tensor([row["intent"] for row in rows], dtype=torch.long)
+    batch["index"] = torch.tensor([row["index"] for row in rows], dtype=torch.long)
+    batch["tokens"] = [row["tokens"] for row in rows]
+    return batch
+
+
+class ATISDataModule(L.LightningDataModule):
+    def __init__(self, root: str = "data", batch_size: int = 16, min_freq: int = 1, vectors: str | None = None,
+                 embedding_dim: int = 100, cache_dir: str | None = None, num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        self.batch_size = validation.positive_int("batch_size", batch_size)
+        self.min_freq = validation.positive_int("min_freq", min_freq)
+        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
+        self.vectors, self.cache_dir, self.num_workers, self.seed = vectors, cache_dir, num_workers, seed
+        self.folder = Path(root) / "atis"
+        for split in SPLITS.values():
+            for name in FILES:
+                if not (self.folder / split / name).is_file():
+                    raise MissingDataError(
+                        f"ATIS file not found: {self.folder / split / name}. Put the folders train/, valid/ and "
+                        f"test/, each with seq.in, seq.out and label, in {self.folder}/ (from {SOURCE_URL}), or "
+                        "point data.root at a folder that holds atis/ (e.g. data.root=../shared/data)."
+                    )
+        if vectors and not Path(vectors).is_file():
+            raise MissingDataError(
+                f"word vectors not found: {vectors}. Set task.data.vectors to a GloVe text file "
+                "(https://nlp.stanford.edu/projects/glove/) or task.data.vectors=null to learn embeddings from scratch."
+            )
+        self.splits = None
+
+    def _load_split(self, split: str):
+        import datasets
+
+        folder = self.folder / SPLITS[split]
+        features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                      "tags": datasets.Sequence(datasets.Value("string")),
+                                      "intent": datasets.Value("string")})
+        return cached_dataset(read_utterances, dict(folder=str(folder.resolve())),
+                              [folder / name for name in FILES], features, self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        raw = {split: self._load_split(split) for split in SPLITS}
+        train, others = raw["train"], [raw["validation"], raw["test"]]
+        self.vocabulary = Vocabulary.build(train["tokens"], self.min_freq)
+        self.slot_labels, self.num_slot_outputs = label_list(
+            (tag for tags in train["tags"] for tag in tags),
+            (tag for dataset in others for tags in dataset["tags"] for tag in tags))
+        self.intent_labels, self.num_intent_outputs = label_list(
+            train["intent"], (intent for dataset in others for intent in dataset["intent"]))
+        words, tags = self.vocabulary.stoi, {tag: index for index, tag in enumerate(self.slot_labels)}
+        intents = {intent: index for index, intent in enumerate(self.intent_labels)}
+        unknown = words["<unk>"]
+
+        def encode(batch, indices):
+            return {"ids": [[words.get(token, unknown) for token in tokens] for tokens in batch["tokens"]],
+                    "tags": [[tags[tag] for tag in row] for row in batch["tags"]],
+                    "intent": [intents[intent] for intent in batch["intent"]], "index": indices}
+
+        self.splits = {split: dataset.map(encode, batched=True, with_indices=True, remove_columns=["tags", "intent"])
+                       for split, dataset in raw.items()}
+        self.lengths = {split: [len(tokens) for tokens in dataset["tokens"]] for split, dataset in raw.items()}
+        self.embeddings, self.vectors_found = None, 0
+        if self.vectors:
+            self.embeddings, self.vectors_found = load_vectors(self.vectors, self.vocabulary, self.embedding_dim, self.seed)
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the vocabulary, so a checkpoint can be read without the training data."""
+        return {"vocabulary": self.vocabulary.itos} if self.splits is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("vocabulary")
+        if saved is not None and self.splits is not None and saved != self.vocabulary.itos:
+            raise UserError(
+                "the checkpoint's vocabulary differs from the one built from the training data now "
+                f"({len(saved)} vs {len(self.vocabulary)} words): the data or task.data options changed since it "
+                "was saved. Resume with the same data and options."
+            )
+
+    def model_arguments(self) -> dict:
+        """Sizes, label names (the model predicts the first num_*_outputs of each) and pretrained embeddings."""
+        return dict(vocab_size=len(self.vocabulary), embedding_dim=self.embedding_dim,
+                    slot_labels=self.slot_labels, num_slot_outputs=self.num_slot_outputs,
+                    intent_labels=self.intent_labels, num_intent_outputs=self.num_intent_outputs,
+                    pretrained_embeddings=self.embeddings)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        sampler = BucketBatchSampler(
+            self.lengths[split], self.batch_size, shuffle=shuffle, seed=self.seed,
+            num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
+        )
+        return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=pad_tagged_batch,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,227 @@
+"""IMDB movie reviews (Maas et al. 2011), binary sentiment, as a LightningDataModule.
+
+Reads `<root>/imdb/{train,test}.jsonl.gz` (25,000 reviews each, gzip'd JSON lines {id, text, label, rating},
+sorted by label) through Hugging Face `datasets`, which caches the tokenised reviews and the vocabulary.
+There is no official validation split: `validation_size` reviews are carved from train, the same number of
+each label, chosen by `split_seed` (fixed, independent of the training seed, so every run validates on the
+same reviews); training uses the rest. The vocabulary comes from the training part only.
+
+Tokenisation (`tokenize`): HTML line breaks `<br />` become spaces, text is lowercased (optional), and split
+into words, clitics as GloVe/PTB split them (`don't` -> `do n't`, `it's` -> `it 's`) and single punctuation
+marks. A review longer than `max_length` tokens keeps its last `max_length` tokens (`keep=end`, as Keras'
+`pad_sequences` truncates by default; reviews tend to end on the verdict) or its first (`keep=start`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from rrn_app import validation
+from rrn_app.data.batching import BucketBatchSampler
+from rrn_app.data.cache import cached_dataset
+from rrn_app.data.text import PAD, UNK, Vocabulary, load_vectors, pad_batch
+from rrn_app.validation import MissingDataError, UserError
+
+SOURCE_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+FILES = {"train": "train.jsonl.gz", "test": "test.jsonl.gz"}
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_TOKEN = re.compile(r"\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\w+|[^\w\s]", re.IGNORECASE)
+
+
+def tokenize(text: str, lowercase: bool = True) -> list[str]:
+    """`<br />` -> space, optionally lowercase, then words, clitics and single punctuation marks."""
+    text = _BREAK.sub(" ", text)
+    return _TOKEN.findall(text.lower() if lowercase else text)
+
+
+def read_reviews(path: str, lowercase: bool):
+    """Rows {tokens, label} of one gzip'd JSON-lines file, in file order."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                try:
+                    record = json.loads(line)
+                    text, label = record["text"], int(record["label"])
+                except (ValueError, KeyError, TypeError) as error:
+                    raise UserError(f"{path} line {number} is not a labelled review ({error}); each line must be "
+                                    'a JSON object with "text" and "label" (0 or 1). Is the file corrupt?') from None
+                if label not in (0, 1):
+                    raise UserError(f"{path} line {number}: label {label!r}; labels must be 0 or 1.")
+                yield {"tokens": tokenize(text, lowercase), "label": label}
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        raise UserError(f"could not read {path}: {error}. Is the file a complete gzip of UTF-8 JSON lines?") from None
+
+
+def validation_indices(labels: list[int], size: int, seed: int) -> list[int]:
+    """`size` indices of `labels`, as many of each label as the proportions allow, drawn with `seed`; sorted."""
+    generator = torch.Generator().manual_seed(seed)
+    by_label: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    chosen, remaining = [], size
+    groups = sorted(by_label.items())
+    for number, (label, indices) in enumerate(groups):
+        take = remaining if number == len(groups) - 1 else round(size * len(indices) / len(labels))
+        take = min(take, len(indices))
+        permutation = torch.randperm(len(indices), generator=generator)[:take].tolist()
+        chosen += [indices[i] for i in permutation]
+        remaining -= take
+    return sorted(chosen)
+
+
+def count_words(path: str, lowercase: bool, cache_dir: str | None, validation_size: int, split_seed: int,
+                min_freq: int, max_size: int | None):
+    """Rows {word, count} of the vocabulary of the training part, most frequent first (ties alphabetical)."""
+    reviews = load_reviews(Path(path), lowercase, cache_dir)
+    held_out = set(validation_indices(reviews["label"], validation_size, split_seed))
+    counts = Counter()
+    for index, tokens in enumerate(reviews["tokens"]):
+        if index not in held_out:
+            counts.update(tokens)
+    words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+    for word in words[:max_size]:
+        yield {"word": word, "count": counts[word]}
+
+
+def load_reviews(path: Path, lowercase: bool, cache_dir: str | None):
+    """The tokenised reviews of one file, parsed once and cached by `datasets`."""
+    import datasets
+
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "label": datasets.Value("int64")})
+    return cached_dataset(read_reviews, dict(path=str(path.resolve()), lowercase=lowercase), [path], features,
+                          cache_dir, tokenize)
+
+
+def load_vocabulary(path: Path, lowercase: bool, cache_dir: str | None, validation_size: int, split_seed: int,
+                    min_freq: int, max_size: int | None) -> Vocabulary:
+    """The training part's vocabulary, counted once and cached by `datasets`."""
+    import datasets
+
+    features = datasets.Features({"word": datasets.Value("string"), "count": datasets.Value("int64")})
+    options = dict(path=str(path.resolve()), lowercase=lowercase, cache_dir=cache_dir,
+                   validation_size=validation_size, split_seed=split_seed, min_freq=min_freq, max_size=max_size)
+    rows = cached_dataset(count_words, options, [path], features, cache_dir, tokenize, read_reviews,
+                          validation_indices, load_reviews)
+    return Vocabulary([PAD, UNK, *rows["word"]])
+
+
+def truncate(ids: list[int], max_length: int | None, keep: str) -> list[int]:
+    if max_length is None or len(ids) <= max_length:
+        return ids
+    return ids[-max_length:] if keep == "end" else ids[:max_length]
+
+
+class IMDBDataModule(L.LightningDataModule):
+    def __init__(self, root: str = "data", batch_size: int = 32, max_length: int | None = 400, keep: str = "end",
+                 validation_size: int = 2500, split_seed: int = 0, lowercase: bool = True, min_freq: int = 5,
+                 max_vocab: int | None = None, vectors: str | None = None, embedding_dim: int = 64,
+                 cache_dir: str | None = None, num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        self.batch_size = validation.positive_int("batch_size", batch_size)
+        self.max_length = None if max_length is None else validation.positive_int("max_length", max_length)
+        self.keep = validation.one_of("keep", keep, ("end", "start"))
+        self.validation_size = validation.positive_int("validation_size", validation_size)
+        if validation_size >= 25000:
+            raise validation.InvalidOption("validation_size", validation_size, "must be below the 25,000 training reviews")
+        self.split_seed = split_seed
+        self.min_freq = validation.positive_int("min_freq", min_freq)
+        self.max_vocab = None if max_vocab is None else validation.positive_int("max_vocab", max_vocab)
+        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
+        self.lowercase, self.vectors, self.cache_dir = lowercase, vectors, cache_dir
+        self.num_workers, self.seed = num_workers, seed
+        self.folder = Path(root) / "imdb"
+        for name in FILES.values():
+            if not (self.folder / name).is_file():
+                raise MissingDataError(
+                    f"IMDB file not found: {self.folder / name}. Put train.jsonl.gz and test.jsonl.gz (gzip'd JSON "
+                    'lines {"text": ..., "label": 0|1}, made from the train/ and test/ folders of '
+                    f"{SOURCE_URL}) in {self.folder}/, or point data.root at a folder that holds imdb/ "
+                    "(e.g. data.root=../shared/data)."
+                )
+        if vectors and not Path(vectors).is_file():
+            raise MissingDataError(
+                f"word vectors not found: {vectors}. Set task.data.vectors to a GloVe text file "
+                "(https://nlp.stanford.edu/projects/glove/) or task.data.vectors=null to learn embeddings from scratch."
+            )
+        self.splits = None
+
+    @property
+    def num_classes(self) -> int:
+        return 2
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        train_path = self.folder / FILES["train"]
+        raw_train = load_reviews(train_path, self.lowercase, self.cache_dir)
+        raw_test = load_reviews(self.folder / FILES["test"], self.lowercase, self.cache_dir)
+        self.vocabulary = load_vocabulary(train_path, self.lowercase, self.cache_dir, self.validation_size,
+                                          self.split_seed, self.min_freq, self.max_vocab)
+        held_out = validation_indices(raw_train["label"], self.validation_size, self.split_seed)
+        held = set(held_out)
+        stoi, unknown = self.vocabulary.stoi, self.vocabulary.stoi[UNK]
+        max_length, keep = self.max_length, self.keep
+
+        def encode(batch):
+            ids = [truncate([stoi.get(token, unknown) for token in tokens], max_length, keep)
+                   for tokens in batch["tokens"]]
+            return {"ids": ids, "length": [len(row) for row in ids]}
+
+        train = raw_train.map(encode, batched=True, remove_columns=["tokens"])
+        test = raw_test.map(encode, batched=True, remove_columns=["tokens"])
+        self.split_indices = {"train": [i for i in range(len(raw_train)) if i not in held], "validation": held_out}
+        self.splits = {
+            "train": train.select(self.split_indices["train"]),
+            "validation": train.select(held_out),
+            "test": test,
+        }
+        self.lengths = {split: data["length"] for split, data in self.splits.items()}
+        self.splits = {split: data.with_format(columns=["ids", "label"]) for split, data in self.splits.items()}
+        self.embeddings, self.vectors_found = None, 0
+        if self.vectors:
+            self.embeddings, self.vectors_found = load_vectors(self.vectors, self.vocabulary, self.embedding_dim, self.seed)
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the vocabulary, so a checkpoint can be read without the training data."""
+        return {"vocabulary": self.vocabulary.itos} if self.splits is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("vocabulary")
+        if saved is not None and self.splits is not None and saved != self.vocabulary.itos:
+            raise UserError(
+                "the checkpoint's vocabulary differs from the one built from the training data now "
+                f"({len(saved)} vs {len(self.vocabulary)} words): the data or task.data options changed since it "
+                "was saved. Resume with the same data and options."
+            )
+
+    def model_arguments(self) -> dict:
+        """What the LightningModule needs from the data: sizes and the pretrained embedding matrix."""
+        return dict(vocab_size=len(self.vocabulary), num_classes=self.num_classes,
+                    embedding_dim=self.embedding_dim, pretrained_embeddings=self.embeddings)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        sampler = BucketBatchSampler(
+            self.lengths[split], self.batch_size, shuffle=shuffle, seed=self.seed,
+            num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
+        )
+        return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=pad_batch,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
