@@ -115,6 +115,13 @@ def test_config_composes(compose_config):
     assert cfg.cell.hidden_size == 128
 
 
+def test_res_rnn_on_imdb_gets_batch_norm_by_itself_and_the_command_line_still_wins(compose_config):
+    assert compose_config("task=imdb", "cell=res_rnn").cell.batch_norm is True   # conf/task_cell/imdb_res_rnn.yaml
+    assert compose_config("task=imdb", "cell=res_rnn", "cell.batch_norm=false").cell.batch_norm is False
+    assert compose_config("task=sst", "cell=res_rnn").cell.batch_norm is False    # only that pair
+    assert "batch_norm" not in compose_config("task=imdb", "cell=lstm").cell
+
+
 def test_short_real_run_beats_chance(compose_config, data_root):
     cfg = compose_config("task=imdb", "cell=gru", "cell.hidden_size=32", f"data.root={data_root}",
                          "task.data.max_length=64", "task.data.batch_size=64", "task.model.lr=0.003",
