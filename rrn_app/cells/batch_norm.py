@@ -47,5 +47,23 @@ class RecurrentBatchNorm(nn.Module):
             self.running_var[slot] += momentum * (unbiased.detach() - self.running_var[slot])
         return self.weight * (z - mean) / torch.sqrt(var + self.eps)
 
+    @torch.no_grad()
+    def update_running(self, means: torch.Tensor, variances: torch.Tensor, counts: torch.Tensor) -> None:
+        """The running estimates after steps 0 .. T-1 whose batch statistics were means, variances [T, features]
+        (biased) over counts [T] sequences: what T calls of `forward` in training do (the fast path of res_rnn and
+        gres_rnn normalizes inside its own loop and reports the statistics here)."""
+        counts = counts.to(means.dtype)
+        momentum = self.momentum * (counts > 0).to(means.dtype)
+        unbiased = variances * counts[:, None] / (counts - 1).clamp(min=1)[:, None]
+        direct = min(len(means), self.max_length - 1)  # steps with a slot of their own: one update each
+        if direct:
+            slots = slice(0, direct)
+            self.running_mean[slots] += momentum[:direct, None] * (means[:direct] - self.running_mean[slots])
+            self.running_var[slots] += momentum[:direct, None] * (unbiased[:direct] - self.running_var[slots])
+        last = self.max_length - 1
+        for t in range(direct, len(means)):  # the steps that share the last slot, in order
+            self.running_mean[last] += momentum[t] * (means[t] - self.running_mean[last])
+            self.running_var[last] += momentum[t] * (unbiased[t] - self.running_var[last])
+
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, max_length={self.max_length}"

@@ -10,13 +10,15 @@ Res-RNN (res_rnn.py) with a gate on the residual, which learns how much of it ea
 The options are res_rnn's (`projection` is W_linear here); `batch_norm` normalizes both hidden-to-hidden terms,
 U s_{t-1} and U_g s_{t-1}, each feature with its own statistics. Initialisation as res_rnn, with U_g small
 like U and b_g = 0, so the gate starts near one half. W x_t + b and W_g x_t + b_g are one GEMM for all
-timesteps; reference.gres_rnn is the plain step-by-step version.
+timesteps, [U; U_g; W_linear] s_{t-1} one GEMM per step, on res_rnn's fast path (fast.py);
+reference.gres_rnn is the plain step-by-step version.
 """
 
 from __future__ import annotations
 
 import torch
 
+from rrn_app.cells import res_rnn
 from rrn_app.cells.registry import register_cell
 from rrn_app.cells.res_rnn import ResRNN, ResRNNLayer
 
@@ -25,10 +27,14 @@ class GatedResRNNLayer(ResRNNLayer):
     """One layer, one direction of gRes-RNN: s_t = f(W_linear s_{t-1} + σ(W_g x_t + U_g s_{t-1} + b_g) ⊙ F)."""
 
     transforms = 2  # the rows of weight_ih, weight_hh, bias: [F's ; the gate's]
+    fast_gated = True
 
     def residual(self, preactivation: torch.Tensor) -> torch.Tensor:
         candidate, gate = preactivation.chunk(2, dim=-1)
         return torch.sigmoid(gate) * self.activation(candidate)
+
+
+res_rnn.GATED_RESIDUAL = GatedResRNNLayer.residual
 
 
 @register_cell("gres_rnn")

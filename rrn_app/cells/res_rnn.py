@@ -22,8 +22,12 @@ the nonlinear block in eq. (11) are tuned towards zero"): W_im = I (the learned 
 U uniform in ±0.1/sqrt(hidden_size) (a tenth of PyTorch's nn.RNN default), and W uniform in ±1/sqrt(hidden_size)
 as nn.RNN, so that at the start ds_t/ds_{t-1} = f'(y) (W_im + act'(.) U) = I + O(0.1).
 
-The recurrence runs step by step (recurrence.py) after W x_t + b is computed for all timesteps in one GEMM;
-reference.res_rnn is the plain step-by-step version the tests check it against.
+Speed: the layer runs on the fast path of fast.py — W x_t + b for all timesteps in one GEMM, one GEMM per step
+for [U; W_im] s_{t-1}, the time loop and a hand-written back-propagation through time in C++ (or the same
+algorithm in Python when no compiler is present), weight gradients as single GEMMs after the loop, recurrent
+batch norm included. Under autocast, for dtypes other than float32/float64, in a subclass that changes the step,
+or with RRN_FAST_CELLS=step it runs step by step (recurrence.py) with autograd instead. reference.res_rnn is
+the plain step-by-step version the tests check both against.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from rrn_app import validation
+from rrn_app.cells import fast
 from rrn_app.cells.batch_norm import RecurrentBatchNorm
 from rrn_app.cells.recurrence import Recurrence
+from rrn_app.cells.sequence import length_mask
 from rrn_app.cells.registry import register_cell
 from rrn_app.cells.stack import RecurrentStack
 
@@ -59,6 +65,7 @@ class ResRNNLayer(Recurrence):
         super().__init__()
         self.hidden_size = hidden_size
         self.activation, self.output_activation = ACTIVATIONS[activation], ACTIVATIONS[output_activation]
+        self.activation_name, self.output_activation_name = activation, output_activation
         width = self.transforms * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(width, input_size))  # W (gres_rnn: [W; W_g])
         self.weight_hh = nn.Parameter(torch.empty(width, hidden_size))  # U (gres_rnn: [U; U_g])
@@ -89,6 +96,59 @@ class ResRNNLayer(Recurrence):
             recurrent = self.norm(recurrent, t, running)
         shortcut = state if self.weight_im is None else F.linear(state, self.weight_im)
         return self.output_activation(shortcut + self.residual(inputs + recurrent))
+
+    # --- the fast path (fast.py) ---------------------------------------------------------------------------------
+
+    fast_gated = False  # the residual F (res_rnn) or g ⊙ F (gres_rnn)
+
+    def fast_backend(self, x: torch.Tensor) -> str:
+        """The backend this call runs on: "cpp" or "python" (fast.py), or "step" (the Recurrence loop)."""
+        cls = type(self)
+        implemented = GATED_RESIDUAL if self.fast_gated else ResRNNLayer.residual
+        if (cls.step is not ResRNNLayer.step or cls.residual is not implemented
+                or cls.project_inputs is not ResRNNLayer.project_inputs
+                or (self.norm is not None and (type(self.norm) is not RecurrentBatchNorm or self.norm.eps != 1e-5))
+                or self.activation_name not in fast.ACTIVATION
+                or self.output_activation_name not in fast.OUTPUT_ACTIVATION
+                or x.dtype not in (torch.float32, torch.float64)
+                or torch.is_autocast_enabled(x.device.type)):
+            return "step"
+        return fast.backend()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
+        which = self.fast_backend(x)
+        if which == "step":
+            return super().forward(x, lengths, state)
+        batch, total_length, _ = x.shape
+        longest = total_length if lengths is None else int(lengths.max())
+        mask = None
+        if lengths is not None and int(lengths.min()) < longest:
+            mask = length_mask(lengths.to(x.device), longest).t()[:, :, None]  # [time, batch, 1]
+        inputs = x[:, :longest].transpose(0, 1).reshape(longest * batch, x.shape[2])  # time-major
+        xp = torch.addmm(self.bias, inputs, self.weight_ih.t()).view(longest, batch, -1)  # W x_t + b: one GEMM
+        s0 = x.new_zeros(batch, self.hidden_size) if state is None else state
+        weight = self.weight_hh if self.weight_im is None else torch.cat([self.weight_hh, self.weight_im])
+        norm, gamma, given_mean, given_std = self.norm, None, None, None
+        if norm is not None:
+            gamma = norm.weight
+            if not norm.training:  # the running estimates of each step
+                slots = torch.arange(longest, device=x.device).clamp(max=norm.max_length - 1)
+                given_mean, given_std = norm.running_mean[slots], torch.sqrt(norm.running_var[slots] + norm.eps)
+        states, mean, var = fast.residual_recurrence(
+            xp, s0, weight, mask, self.activation_name, self.output_activation_name, self.fast_gated,
+            self.weight_im is not None, which, gamma, given_mean, given_std)
+        if norm is not None and norm.training:
+            counts = (lengths.to(x.device)[None, :] > torch.arange(longest, device=x.device)[:, None]).sum(1) \
+                if lengths is not None else torch.full((longest,), batch, device=x.device)
+            norm.update_running(mean, var, counts)
+        outputs = states if mask is None else torch.where(mask, states, 0.0)
+        outputs = outputs.transpose(0, 1)  # [batch, time, hidden]
+        if longest < total_length:
+            outputs = F.pad(outputs, (0, 0, 0, total_length - longest))
+        return outputs, states[-1]
+
+
+GATED_RESIDUAL = None  # gres_rnn.GatedResRNNLayer.residual, set there
 
 
 @register_cell("res_rnn")

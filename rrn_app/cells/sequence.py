@@ -92,3 +92,13 @@ __all__ = [
     "check_common_options", "check_lengths", "pack", "unpack", "map_data", "combine",
     "length_mask", "final_output", "lstm_layers_state",
 ]
+
+
+def detach_state(state):
+    """A recurrent state cut from the graph (truncated back-propagation through time): a tensor, or tuples and
+    lists of them nested, as every cell's state layout is."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(detach_state(part) for part in state)

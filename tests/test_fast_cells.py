@@ -1,0 +1,272 @@
+"""The fast path of res_rnn and gres_rnn (rrn_app/cells/fast.py): the C++ loop and its pure PyTorch fallback give
+what the step-by-step oracles of reference.py give — outputs, final states and every gradient, on padded batches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from rrn_app.cells import fast, get_cell, reference
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "identity": reference.identity}
+CONFIGS = {
+    "res_rnn": ("res_rnn", {}),
+    "res_rnn linear relu tanh": ("res_rnn", dict(projection="linear", activation="relu", output_activation="tanh")),
+    "gres_rnn": ("gres_rnn", {}),
+    "gres_rnn linear tanh": ("gres_rnn", dict(projection="linear", output_activation="tanh")),
+    "gres_rnn relu": ("gres_rnn", dict(activation="relu")),
+}
+
+
+def cpp_available() -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fast.backend_available("cpp")
+
+
+BACKENDS = ["python", pytest.param("cpp", marks=pytest.mark.skipif(
+    not cpp_available(), reason="the C++ extension cannot be built here (no compiler or ninja)"))]
+
+
+def assert_relative(actual, expected, tolerance=1e-5, what=""):
+    """|actual - expected| <= tolerance * max |expected|, elementwise: 1e-5 relative to the tensor's scale.
+
+    (Plain elementwise relative error is no measure for the small entries of a gradient summed over many
+    timesteps: float32 rounding in a different summation order alone moves those by more than 1e-5 of themselves.)
+    """
+    assert actual.shape == expected.shape, what
+    scale = expected.abs().max().clamp(min=1e-30)
+    error = (actual - expected).abs().max()
+    assert error <= tolerance * scale, f"{what}: max error {error:.3g} > {tolerance} x max |expected| {scale:.3g}"
+
+
+def perturbed(cell, scale=0.3, seed=1):
+    """Weights away from the near-identity start, so every term of the recurrence matters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in cell.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    return cell
+
+
+def oracle(layer, x, s0):
+    """reference.res_rnn / gres_rnn with the layer's own weights, on full-length sequences."""
+    options = dict(activation=ACTIVATIONS[layer.activation_name],
+                   output_activation=ACTIVATIONS[layer.output_activation_name], s0=s0)
+    if layer.fast_gated:
+        W, W_g = layer.weight_ih.chunk(2)
+        U, U_g = layer.weight_hh.chunk(2)
+        b, b_g = layer.bias.chunk(2)
+        return reference.gres_rnn(x, W, U, b, W_g, U_g, b_g, layer.weight_im, **options)
+    return reference.res_rnn(x, layer.weight_ih, layer.weight_hh, layer.bias, layer.weight_im, **options)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fast_layer_matches_the_reference_with_padding(config, backend):
+    """Outputs, final state and the gradients of x, s0 and every weight within 1e-5 relative (float32)."""
+    name, options = CONFIGS[config]
+    torch.manual_seed(0)
+    layer = perturbed(get_cell(name)(input_size=5, hidden_size=8, **options)).layers[0][0]
+    lengths = torch.randint(1, 10, (6,))
+    lengths[0] = 9
+    x = torch.randn(6, 9, 5, requires_grad=True)
+    s0 = torch.randn(6, 8, requires_grad=True)
+    out_weights, state_weights = torch.randn(6, 9, 8), torch.randn(6, 8)
+    parameters = [x, s0, *layer.parameters()]
+
+    with fast.use_backend(backend):
+        assert layer.fast_backend(x) == backend
+        outputs, h_n = layer(x, lengths, s0)
+    assert torch.all(outputs[torch.arange(9)[None, :] >= lengths[:, None]] == 0)  # zeros past each length
+    fast_grads = torch.autograd.grad((outputs * out_weights).sum() + (h_n * state_weights).sum(), parameters)
+
+    expected_outputs, expected_h, loss = torch.zeros(6, 9, 8), [], 0.0
+    for row, length in enumerate(lengths.tolist()):  # the oracle has no padding: each sequence alone
+        sequence_outputs, s_T = oracle(layer, x[row : row + 1, :length], s0[row : row + 1])
+        expected_outputs[row, :length] = sequence_outputs[0].detach()
+        expected_h.append(s_T.detach())
+        loss = loss + (sequence_outputs[0] * out_weights[row, :length]).sum() + (s_T[0] * state_weights[row]).sum()
+    expected_grads = torch.autograd.grad(loss, parameters)
+
+    torch.testing.assert_close(outputs, expected_outputs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_n, torch.cat(expected_h), rtol=1e-5, atol=1e-6)
+    names = ["x", "s0"] + [name for name, _ in layer.named_parameters()]
+    for name, actual, expected in zip(names, fast_grads, expected_grads, strict=True):
+        assert_relative(actual, expected, 1e-5, f"d/d{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", ["res_rnn", "gres_rnn linear tanh"])
+def test_fast_stack_equals_the_step_by_step_stack(config, backend):
+    """Two layers, both directions, residual links, a given initial state, padding: every output and gradient."""
+    name, options = CONFIGS[config]
+    torch.manual_seed(0)
+    cell = perturbed(get_cell(name)(input_size=5, hidden_size=6, num_layers=2, bidirectional=True, residual=True,
+                                    **options))
+    x = torch.randn(4, 7, 5, requires_grad=True)
+    state = torch.randn(4, 4, 6, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1])
+    results = {}
+    for which in ("step", backend):
+        with fast.use_backend(which):
+            outputs, h_n = cell(x, lengths, state)
+        loss = (outputs * torch.linspace(-1, 1, outputs.numel()).view_as(outputs)).sum() + (h_n**2).sum()
+        results[which] = [outputs, h_n, *torch.autograd.grad(loss, [x, state, *cell.parameters()])]
+    for index, (actual, expected) in enumerate(zip(results[backend], results["step"], strict=True)):
+        assert_relative(actual, expected, 1e-5, f"result {index}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fast_path_gradcheck_float64(config, backend):
+    """The hand-written backward pass against finite differences: x, s0 and all weights, padded, in float64."""
+    name, options = CONFIGS[config]
+    torch.manual_seed(0)
+    layer = perturbed(get_cell(name)(input_size=3, hidden_size=3, **options)).double().layers[0][0]
+    x = torch.randn(3, 4, 3, dtype=torch.float64, requires_grad=True)
+    s0 = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2, 3])
+    names = [name for name, _ in layer.named_parameters()]
+
+    def run(x, s0, *values):  # the weights as arguments, so gradcheck checks their gradients too
+        return torch.func.functional_call(layer, dict(zip(names, values)), (x, lengths, s0))
+
+    values = [w.detach().clone().requires_grad_() for w in layer.parameters()]
+    with fast.use_backend(backend):
+        assert gradcheck(lambda *a: run(*a)[0], (x, s0, *values))
+        assert gradcheck(lambda *a: run(*a)[1], (x, s0, *values))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inference_without_gradients_gives_the_same_outputs(backend):
+    torch.manual_seed(0)
+    cell = perturbed(get_cell("gres_rnn")(input_size=5, hidden_size=6, num_layers=2)).eval()
+    x, lengths = torch.randn(4, 7, 5), torch.tensor([7, 3, 5, 1])
+    with fast.use_backend(backend):
+        with torch.no_grad():
+            fast_outputs, fast_state = cell(x, lengths)
+    with fast.use_backend("step"):
+        outputs, state = cell(x, lengths)
+    torch.testing.assert_close(fast_outputs, outputs)
+    torch.testing.assert_close(fast_state, state)
+
+
+def test_what_is_not_on_the_fast_path_runs_step_by_step():
+    x = torch.randn(2, 3, 4)
+    with fast.use_backend("python"):
+        assert get_cell("res_rnn")(input_size=4, hidden_size=5).layers[0][0].fast_backend(x) == "python"
+        norm = get_cell("gres_rnn")(input_size=4, hidden_size=5, batch_norm=True).layers[0][0]
+        assert norm.fast_backend(x) == "python"  # recurrent batch norm is on the fast path too
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert get_cell("res_rnn")(input_size=4, hidden_size=5).layers[0][0].fast_backend(x) == "step"
+
+        class Custom(type(norm)):
+            def step(self, inputs, state, t, running):
+                return super().step(inputs, state, t, running) * 0.5
+
+        assert Custom(4, 5).fast_backend(x) == "step"  # a subclass with its own step keeps its own step
+
+
+BATCH_NORM_CONFIGS = {
+    "res_rnn": ("res_rnn", dict(batch_norm=True, batch_norm_max_length=3)),
+    "gres_rnn linear tanh": ("gres_rnn", dict(batch_norm=True, projection="linear", output_activation="tanh")),
+    "gres_rnn relu": ("gres_rnn", dict(batch_norm=True, activation="relu", batch_norm_max_length=4)),
+}
+
+
+@pytest.mark.parametrize("dtype, lengths, tolerance", [
+    (torch.float64, [7, 3, 5, 1], 1e-10),
+    (torch.float32, [7, 5, 6, 4], 1e-5),  # float32: at least two sequences per step (one alone has variance 0)
+])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", BATCH_NORM_CONFIGS)
+def test_batch_norm_on_the_fast_path_equals_the_step_by_step_loop(config, backend, training, dtype, lengths,
+                                                                   tolerance):
+    """Recurrent batch norm: outputs, every gradient (gamma included) and the running estimates afterwards."""
+    import copy
+
+    name, options = BATCH_NORM_CONFIGS[config]
+    if dtype == torch.float32 and options.get("activation") == "relu":
+        pytest.skip("relu's kink: a float32 rounding difference flips a unit on or off (float64 checks it)")
+    torch.manual_seed(0)
+    base = perturbed(get_cell(name)(input_size=5, hidden_size=6, num_layers=2, bidirectional=True, **options)).to(dtype)
+    with torch.no_grad():
+        for buffer in base.buffers():
+            buffer.add_(0.3 * torch.rand_like(buffer))
+    x = torch.randn(4, 7, 5, dtype=dtype, requires_grad=True)
+    state = torch.randn(4, 4, 6, dtype=dtype, requires_grad=True)
+    results = {}
+    for which in ("step", backend):
+        cell = copy.deepcopy(base).train(training)
+        with fast.use_backend(which):
+            assert cell.layers[0][0].fast_backend(x) == which
+            outputs, h_n = cell(x, torch.tensor(lengths), state)
+        loss = (outputs * torch.linspace(-1, 1, outputs.numel(), dtype=dtype).view_as(outputs)).sum() + (h_n**2).sum()
+        results[which] = [outputs, h_n, *torch.autograd.grad(loss, [x, state, *cell.parameters()]), *cell.buffers()]
+    for index, (actual, expected) in enumerate(zip(results[backend], results["step"], strict=True)):
+        assert_relative(actual, expected, tolerance, f"result {index}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_norm_fast_path_gradcheck_float64(backend):
+    torch.manual_seed(0)
+    cell = perturbed(get_cell("gres_rnn")(input_size=3, hidden_size=2, batch_norm=True, projection="linear",
+                                          bidirectional=True)).double().train()
+    x = torch.randn(3, 4, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2, 3])
+    names = [name for name, _ in cell.named_parameters()]
+    values = [w.detach().clone().requires_grad_() for w in cell.parameters()]
+    with fast.use_backend(backend):
+        assert gradcheck(lambda x, *v: torch.func.functional_call(cell, dict(zip(names, v)), (x, lengths))[0],
+                         (x, *values))
+
+
+def test_no_ninja_falls_back_to_pure_pytorch_with_one_warning(monkeypatch):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: False)
+    monkeypatch.setattr(fast, "_backend", None)
+    monkeypatch.setattr(fast, "_built", None)
+    monkeypatch.setattr(fast, "_forced", None)
+    monkeypatch.delenv(fast.ENV, raising=False)
+    with pytest.warns(RuntimeWarning, match="pure PyTorch.*ninja is not installed"):
+        assert fast.backend() == "python"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        assert fast.backend() == "python"
+        cell = get_cell("res_rnn")(input_size=3, hidden_size=4)
+        assert cell(torch.randn(2, 5, 3))[0].shape == (2, 5, 4)
+
+
+@pytest.mark.parametrize("setting, expected", [("0", "python"), ("step", "step")])
+def test_environment_variable_chooses_the_path_without_building(setting, expected):
+    code = ("import warnings; warnings.simplefilter('error'); from rrn_app.cells import fast, get_cell; import torch;"
+            "cell = get_cell('res_rnn')(input_size=3, hidden_size=4); cell(torch.randn(2, 5, 3));"
+            "import torch.utils.cpp_extension as c; print(fast.backend(), hasattr(torch.ops.rrn_fast_cells, 'forward'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, fast.ENV: setting}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected, "False"]
+
+
+def test_res_lstm_stochastic_depth_skips_the_dropped_layers():
+    """A dropped layer computes nothing: at keep_prob 0.75, 12 layers run about 1 + 11 * 0.75 LSTMs per batch."""
+    torch.manual_seed(0)
+    cell = get_cell("res_lstm")(input_size=4, hidden_size=4, num_layers=12, keep_prob=0.75).train()
+    runs = []
+    for layer in cell.layers:
+        layer.register_forward_hook(lambda module, args, output: runs.append(module))
+    x = torch.randn(2, 3, 4)
+    for _ in range(100):
+        cell(x)
+    assert 800 < len(runs) < 1050  # expected 925; keep_prob 1.0 would give 1200
+    runs.clear()
+    cell.eval()(x)
+    assert len(runs) == 12
