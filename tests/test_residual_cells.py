@@ -309,6 +309,8 @@ def test_rrn_paper_experiment_builds_the_7_layer_model(compose_config):
     assert cell.layer_sizes == [80, 80, 160, 320, 800, 50, 50] and cell.num_layers == 7 and cell.output_size == 50
     assert cell.links == {2: 0, 4: 2, 6: 4} and sorted(cell.projections) == ["2", "4", "6"]
     assert cfg.trainer.gradient_clip_val == 5.0 and cfg.task.model.optimizer == "rmsprop"
+    assert cfg.task.name == "char_lm" and cfg.task.model.embedding_dim == 50
+    assert (cfg.task.data.batch_size, cfg.task.data.seq_length) == (50, 50)
 
 
 def test_layer_sizes_from_the_command_line(compose_config):

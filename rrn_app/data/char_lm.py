@@ -1,0 +1,168 @@
+"""Character-level corpora as contiguous streams for truncated back-propagation through time (char-rnn style).
+
+Datasets under `<root>`:
+- `tinyshakespeare/input.txt`: one text file with no official split; cut in order into train / validation /
+  test by the `split` fractions (default 90 / 5 / 5 of the character stream).
+- `ptb_char/ptb.char.{train,valid,test}.txt`: Mikolov's character-level Penn Treebank, one sentence per line,
+  symbols separated by spaces, `_` between words. Each sentence becomes its symbols plus a newline (the usual
+  end-of-line symbol), so the splits hold 5,017,482 / 393,042 / 442,423 characters.
+
+The vocabulary is every character of the corpus (all splits, as char-rnn does), sorted.
+
+Batching: a split's N characters give N - 1 (input, next character) pairs, cut into `batch_size x world_size`
+contiguous streams of nearly equal length (the first N - 1 mod streams are one longer); DDP rank r reads
+the contiguous block of streams r * batch_size .. (r + 1) * batch_size - 1. Batch k holds window k of each of
+its streams: positions k * seq_length .. (k + 1) * seq_length - 1, the last window running to the end (it can
+be up to seq_length + 1 long), so every character of the split is read exactly once per epoch, in order, by
+every split alike. A model carries its recurrent state from window k to window k + 1 and starts afresh at
+window 0. A batch is {"ids": [batch, time], "targets": [batch, time], "lengths": [batch] (the real steps of
+each stream in this window; only the last window has padding), "window": k}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from rrn_app import validation
+from rrn_app.validation import MissingDataError, UserError
+
+DATASETS = ("tinyshakespeare", "ptb_char")
+SOURCES = {
+    "tinyshakespeare": "https://github.com/karpathy/char-rnn (data/tinyshakespeare/input.txt)",
+    "ptb_char": "Mikolov's simple-examples (ptb.char.train.txt, ptb.char.valid.txt, ptb.char.test.txt)",
+}
+PTB_FILES = {"train": "ptb.char.train.txt", "validation": "ptb.char.valid.txt", "test": "ptb.char.test.txt"}
+WORD_BOUNDARY = {"tinyshakespeare": None, "ptb_char": "_"}
+
+
+def data_files(root: str | Path, dataset: str) -> list[Path]:
+    folder = Path(root) / dataset
+    if dataset == "tinyshakespeare":
+        return [folder / "input.txt"]
+    return [folder / name for name in PTB_FILES.values()]
+
+
+def read_ptb_char(path: Path) -> str:
+    """One PTB character file as a string: each sentence's symbols, then a newline."""
+    lines = (line.split() for line in path.read_text(encoding="utf-8").split("\n"))
+    return "".join("".join(symbols) + "\n" for symbols in lines if symbols)
+
+
+def read_splits(root: str | Path, dataset: str, split: tuple[float, float, float]) -> dict[str, str]:
+    """{"train", "validation", "test"} -> the split's text."""
+    if dataset == "ptb_char":
+        return {name: read_ptb_char(path) for name, path in zip(PTB_FILES, data_files(root, dataset))}
+    text = data_files(root, dataset)[0].read_text(encoding="utf-8")
+    train_end = int(len(text) * split[0])
+    validation_end = int(len(text) * (split[0] + split[1]))
+    return {"train": text[:train_end], "validation": text[train_end:validation_end], "test": text[validation_end:]}
+
+
+def window_bounds(stream_length: int, longest: int, seq_length: int) -> list[tuple[int, int]]:
+    """(start, end) of each window over streams of `stream_length` (some `longest` = one more) steps."""
+    starts = list(range(0, stream_length, seq_length))
+    return list(zip(starts, starts[1:] + [longest]))
+
+
+class StreamWindows(Dataset):
+    """Window k of each of this rank's streams (see the module docstring); item k is a whole batch."""
+
+    def __init__(self, ids: torch.Tensor, batch_size: int, seq_length: int, rank: int = 0, world_size: int = 1):
+        streams = batch_size * world_size
+        pairs = len(ids) - 1
+        if pairs < streams:
+            raise UserError(
+                f"a split of {len(ids):,} characters is too short for {streams} streams (batch_size {batch_size} "
+                f"x {world_size} processes); lower task.data.batch_size."
+            )
+        base, extra = divmod(pairs, streams)
+        lengths = torch.full((streams,), base, dtype=torch.long)
+        lengths[:extra] += 1
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])
+        longest = base + (extra > 0)
+        positions = offsets[:, None] + torch.arange(longest)[None, :]  # [streams, longest]
+        valid = torch.arange(longest)[None, :] < lengths[:, None]
+        positions = positions.masked_fill(~valid, 0)
+        mine = slice(rank * batch_size, (rank + 1) * batch_size)
+        self.inputs = ids[positions[mine]].masked_fill(~valid[mine], 0)
+        self.targets = ids[positions[mine] + 1].masked_fill(~valid[mine], 0)
+        self.lengths = lengths[mine]
+        self.windows = window_bounds(base, longest, seq_length)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, k: int) -> dict:
+        start, end = self.windows[k]
+        return {"ids": self.inputs[:, start:end], "targets": self.targets[:, start:end],
+                "lengths": (self.lengths - start).clamp(0, end - start), "window": k}
+
+
+class CharLMDataModule(L.LightningDataModule):
+    def __init__(self, root: str = "data", dataset: str = "tinyshakespeare", split=(0.9, 0.05, 0.05),
+                 batch_size: int = 64, seq_length: int = 100, eval_batch_size: int | None = None,
+                 num_workers: int = 0):
+        super().__init__()
+        self.dataset = validation.one_of("dataset", dataset, DATASETS)
+        self.split = tuple(split)
+        if (len(self.split) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in self.split)
+                or abs(sum(self.split) - 1) > 1e-6):
+            raise validation.InvalidOption("split", list(split), "must be three positive fractions (train, validation, "
+                                           "test) that add up to 1, e.g. [0.9,0.05,0.05]")
+        self.batch_size = validation.positive_int("batch_size", batch_size)
+        self.seq_length = validation.positive_int("seq_length", seq_length)
+        self.eval_batch_size = validation.positive_int("eval_batch_size", eval_batch_size or batch_size)
+        self.num_workers = num_workers
+        self.root = Path(root)
+        for path in data_files(root, dataset):
+            if not path.is_file():
+                raise MissingDataError(
+                    f"{dataset} file not found: {path}. Put it there (from {SOURCES[dataset]}), or point data.root "
+                    f"at a folder that holds {dataset}/ (e.g. data.root=../shared/data)."
+                )
+        self.texts = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.texts is not None:
+            return
+        self.texts = read_splits(self.root, self.dataset, self.split)
+        self.vocabulary = sorted(set("".join(self.texts.values())))
+        stoi = {character: index for index, character in enumerate(self.vocabulary)}
+        self.ids = {name: torch.tensor([stoi[c] for c in text], dtype=torch.long) for name, text in self.texts.items()}
+
+    def model_arguments(self) -> dict:
+        """What the LightningModule needs from the data: the vocabulary (it goes into every checkpoint)."""
+        return dict(vocabulary=self.vocabulary, word_boundary=WORD_BOUNDARY[self.dataset])
+
+    def state_dict(self) -> dict:
+        return {"vocabulary": self.vocabulary} if self.texts is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("vocabulary")
+        if saved is not None and self.texts is not None and saved != self.vocabulary:
+            raise UserError(
+                f"the checkpoint's vocabulary ({len(saved)} characters) differs from this corpus' "
+                f"({len(self.vocabulary)}): the data or task.data options changed since it was saved."
+            )
+
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
+        trainer = self.trainer
+        windows = StreamWindows(self.ids[split], batch_size, self.seq_length,
+                                rank=trainer.global_rank if trainer else 0,
+                                world_size=trainer.world_size if trainer else 1)
+        # batch_size=None: each item already is a batch; windows in order, never shuffled
+        return DataLoader(windows, batch_size=None, shuffle=False, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", self.batch_size)
+
+    def val_dataloader(self):
+        return self._loader("validation", self.eval_batch_size)
+
+    def test_dataloader(self):
+        return self._loader("test", self.eval_batch_size)

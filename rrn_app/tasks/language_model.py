@@ -1,0 +1,170 @@
+"""Character language model: embedding -> recurrent encoder from the registry -> linear softmax over characters.
+
+Trained by truncated back-propagation through time on the streams of rrn_app/data/char_lm.py: the state at
+the end of window k (detached) starts window k + 1, and window 0 (every epoch, every evaluation) starts from
+zeros. Validation and test read the whole split the same way, so their loss is the mean negative
+log-likelihood per character of the split, in nats (`loss`), bits (`bpc` = loss / ln 2) and as `perplexity`
+(exp(loss)). Sampling (`sample`, `generate_files`, used by rrn-generate): temperature, top-k, a priming text
+that is continued, a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+
+from rrn_app import validation
+from rrn_app.cells import get_cell
+from rrn_app.cells.sequence import detach_state
+from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
+from rrn_app.validation import InvalidOption, UserError
+
+
+def per_character_metrics(nats: torch.Tensor, prefix: str) -> dict:
+    """Mean NLL per character in nats -> {loss, bpc, perplexity} under `prefix/`."""
+    return {f"{prefix}/loss": nats, f"{prefix}/bpc": nats / math.log(2), f"{prefix}/perplexity": torch.exp(nats)}
+
+
+def check_sampling(length, temperature, top_k, seed) -> None:
+    validation.positive_int("length", length)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidOption("seed", seed, "must be an integer")
+    validation.positive_float("temperature", temperature)
+    if top_k is not None:
+        validation.positive_int("top_k", top_k)
+
+
+class CharLanguageModel(L.LightningModule):
+    # rrn-generate options this task takes besides length, temperature, top_k, seed, prime (none)
+    GENERATE_OPTIONS: dict = {}
+
+    def __init__(self, vocabulary: list[str], cell: dict, embedding_dim: int = 64, dropout: float = 0.0,
+                 optimizer: str = "adam", lr: float = 2e-3, weight_decay: float = 0.0,
+                 word_boundary: str | None = None):
+        super().__init__()
+        validation.positive_int("embedding_dim", embedding_dim)
+        validation.dropout_rate("dropout", dropout)
+        validation.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
+        validation.positive_float("lr", lr)
+        validation.non_negative_float("weight_decay", weight_decay)
+        if cell.get("bidirectional"):
+            raise UserError("cell.bidirectional=true is not allowed: a language model reads left to right; "
+                            "use cell.bidirectional=false")
+        self.save_hyperparameters()
+        cell = dict(cell)
+        self.vocabulary = list(vocabulary)
+        self.stoi = {character: index for index, character in enumerate(self.vocabulary)}
+        self.embedding = nn.Embedding(len(vocabulary), embedding_dim)
+        self.encoder = get_cell(cell.pop("name"))(input_size=embedding_dim, **cell)
+        self.dropout = nn.Dropout(dropout)
+        self.decoder = nn.Linear(self.encoder.output_size, len(vocabulary))
+        self.losses = nn.ModuleDict({s: torchmetrics.MeanMetric() for s in ("val", "test")})
+        self.states: dict = {}  # stage -> the state carried to its next window
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
+        """Logits [batch, time, vocabulary] of each next character, and the encoder's final state."""
+        outputs, state = self.encoder(self.dropout(self.embedding(ids)), lengths, state)
+        return self.decoder(self.dropout(outputs)), state
+
+    def _window(self, batch, stage: str) -> torch.Tensor:
+        """Per-character NLL [real steps] of one window, the state carried in from the previous window."""
+        state = None if batch["window"] == 0 else self.states.get(stage)
+        lengths = batch["lengths"]
+        full = bool((lengths == batch["ids"].shape[1]).all())
+        logits, state = self(batch["ids"], None if full else lengths, state)
+        self.states[stage] = detach_state(state)
+        mask = torch.arange(batch["ids"].shape[1], device=lengths.device)[None, :] < lengths[:, None]
+        return nn.functional.cross_entropy(logits[mask], batch["targets"][mask], reduction="none")
+
+    def on_train_epoch_start(self):
+        self.states["train"] = None
+
+    def training_step(self, batch, batch_index):
+        loss = self._window(batch, "train").mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["lengths"].sum()))
+        return loss
+
+    def _evaluate(self, batch, stage: str):
+        self.losses[stage].update(self._window(batch, stage))
+
+    def _log_evaluation(self, stage: str):
+        self.log_dict(per_character_metrics(self.losses[stage].compute(), stage), prog_bar=stage == "val")
+        self.losses[stage].reset()
+        self.states[stage] = None
+
+    def validation_step(self, batch, batch_index):
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self):
+        self._log_evaluation("val")
+
+    def test_step(self, batch, batch_index):
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self):
+        self._log_evaluation("test")
+
+    def configure_optimizers(self):
+        return build_optimizer(self.hparams.optimizer, [{"params": self.parameters(), "lr": self.hparams.lr}],
+                               weight_decay=self.hparams.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """rrn-generate reads the class to rebuild from here; the vocabulary is in the hyper-parameters too."""
+        checkpoint["rrn_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["vocabulary"] = self.vocabulary
+
+    # sampling
+
+    def encode(self, text: str) -> list[int]:
+        """Characters -> ids; a space means the word boundary on corpora that spell it (ptb_char's `_`)."""
+        if self.hparams.word_boundary:
+            text = text.replace(" ", self.hparams.word_boundary)
+        unknown = sorted(set(text) - set(self.stoi))
+        if unknown:
+            raise UserError(f"prime has characters the model never saw: {''.join(unknown)!r}. Its vocabulary: "
+                            f"{''.join(self.vocabulary)!r}.")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids) -> str:
+        text = "".join(self.vocabulary[i] for i in ids)
+        return text.replace(self.hparams.word_boundary, " ") if self.hparams.word_boundary else text
+
+    @torch.no_grad()
+    def sample(self, length: int = 500, temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
+               prime: str = "") -> str:
+        """The prime followed by `length` sampled characters. The same seed gives the same text; top_k=1 is
+        greedy. Without a prime, sampling starts after a newline (the start of a passage)."""
+        check_sampling(length, temperature, top_k, seed)
+        was_training = self.training
+        self.eval()
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        context = self.encode(prime or "") or [self.stoi.get("\n", 0)]
+        logits, state = self(torch.tensor([context], device=self.device))
+        sampled = []
+        for _ in range(length):
+            scores = logits[0, -1] / temperature
+            if top_k is not None and top_k < len(scores):
+                threshold = torch.topk(scores, top_k).values[-1]
+                scores = scores.masked_fill(scores < threshold, float("-inf"))
+            next_id = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=generator))
+            sampled.append(next_id)
+            logits, state = self(torch.tensor([[next_id]], device=self.device), None, state)
+        self.train(was_training)
+        return (prime or "") + self.decode(sampled)
+
+    def generate_files(self, out_dir: Path, options: dict) -> list[Path]:
+        """rrn-generate: print a sample and save it as <out_dir>/sample-seed<seed>[-n].txt."""
+        text = self.sample(options["length"], options["temperature"], options["top_k"], options["seed"],
+                           options["prime"] or "")
+        print(text, flush=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path, number = out_dir / f"sample-seed{options['seed']}.txt", 1
+        while path.exists():
+            path, number = out_dir / f"sample-seed{options['seed']}-{number}.txt", number + 1
+        path.write_text(text)
+        return [path]

@@ -1,0 +1,342 @@
+"""Polyphonic music modelling: predict frame t from frames 0..t-1, 88 independent Bernoulli keys.
+
+Model: the previous frame (88 binary keys; the zero frame before a piece's first frame), optionally through a
+linear layer of `input_size` units, -> encoder from the registry -> dropout -> linear to 88 logits; loss
+binary cross-entropy with logits, summed over the keys, averaged over real frames.
+
+Metrics (`FrameMetrics`), over all frames of a split (frame-weighted, not piece-weighted):
+- `nll`: negative log-likelihood in nats per time step, summed over the 88 keys, as Boulanger-Lewandowski et
+  al. (2012) and Chung et al. (2014) report it. Every frame counts, the first of each piece included (predicted
+  from the zero frame and the zero state), as in Boulanger-Lewandowski et al.
+- `frame_acc`: the frame-level accuracy of Bay et al. (2009), TP / (TP + FP + FN) summed over all frames,
+  a key predicted on where its probability exceeds 0.5.
+
+Training runs over windows with the state carried (detached) from one window of a piece to the next
+(rrn_app/data/music.py); validation and test run over whole pieces, padding masked.
+
+Generation (`generate_files`, also used by `rrn-generate`): frames are sampled autoregressively, each key
+a Bernoulli draw from sigmoid(logit / temperature), after a primer; the result is written as MIDI, a
+piano-roll PNG and a WAV (rrn_app/music_io.py). `SampleEveryEpoch` writes one such sample at the end of
+every validation epoch under `<run dir>/samples/` and logs it to W&B when that logger is on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+
+from rrn_app import validation
+from rrn_app.cells import get_cell
+from rrn_app.cells.sequence import detach_state
+from rrn_app.data.music import DATASETS, KEYS, dataset_path, load_pieces, shifted
+from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
+from rrn_app.validation import InvalidOption, UserError
+
+PRIME_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
+DEFAULT_PRIME_FRAMES = 16
+
+
+def frame_nll(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """[batch, time] negative log-likelihood of each frame (nats, summed over keys); 0 past each length."""
+    nll = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
+    if lengths is None:
+        return nll
+    return nll * real_frames(lengths, nll.shape[1]).to(nll.dtype)
+
+
+def real_frames(lengths: torch.Tensor, total_length: int) -> torch.Tensor:
+    """[batch, time] boolean, True at real (non-padding) frames."""
+    return torch.arange(total_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class FrameMetrics(torchmetrics.Metric):
+    """NLL per time step and Bay et al.'s frame-level accuracy, summed over every real frame of a split."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        for name in ("nll", "frames", "true_positives", "false_positives", "false_negatives"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> None:
+        mask = real_frames(lengths.to(logits.device), logits.shape[1])[:, :, None]
+        self.nll += frame_nll(logits, targets, lengths).sum().double()
+        self.frames += lengths.sum().double()
+        predicted, actual = (logits > 0) & mask, (targets > 0.5) & mask
+        self.true_positives += (predicted & actual).sum().double()
+        self.false_positives += (predicted & ~actual).sum().double()
+        self.false_negatives += (~predicted & actual).sum().double()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        counted = self.true_positives + self.false_positives + self.false_negatives
+        return {"nll": self.nll / self.frames.clamp(min=1),
+                "frame_acc": self.true_positives / counted if counted > 0 else counted}
+
+
+def parse_prime(prime, option: str = "prime") -> tuple[str, int | None, int | None]:
+    """`none` | `random` | `<train|valid|test>:<piece>[:<frames>]` -> (kind, piece index, frames)."""
+    text = "none" if prime is None else str(prime).strip()
+    if text in ("", "none", "random"):
+        return (text or "none", None, None)
+    parts = text.split(":")
+    try:
+        if parts[0] not in PRIME_SPLITS or len(parts) not in (2, 3):
+            raise ValueError
+        index = int(parts[1])
+        frames = int(parts[2]) if len(parts) == 3 else DEFAULT_PRIME_FRAMES
+        if index < 0 or frames < 1:
+            raise ValueError
+    except ValueError:
+        raise InvalidOption(option, prime, "must be none, random, or <train|valid|test>:<piece>[:<frames>] "
+                            f"(e.g. test:0:{DEFAULT_PRIME_FRAMES}: the opening of the first test piece)") from None
+    return (parts[0], index, frames)
+
+
+class MusicModel(L.LightningModule):
+    # rrn-generate's options for music (besides ckpt, out, temperature, top_k, seed, prime); see generate_files
+    GENERATE_OPTIONS = {"length": 128, "name": None, "data_root": None, "wav": True}
+
+    def __init__(self, cell: dict, dataset: str = "jsb_chorales", beats_per_frame: float = 1.0, tempo: float = 120.0,
+                 data_path: str | None = None, input_size: int | None = None, dropout: float = 0.3,
+                 optimizer: str = "adam", lr: float = 1e-2, weight_decay: float = 0.0, lr_decay: float | None = 0.5,
+                 lr_patience: int = 1, sample_every_epoch: bool = True, sample_length: int = 64,
+                 sample_temperature: float = 1.0, sample_prime: str = "valid:0:16", sample_seed: int = 0):
+        super().__init__()
+        validation.one_of("dataset", dataset, tuple(DATASETS))
+        validation.positive_float("beats_per_frame", beats_per_frame)
+        validation.positive_float("tempo", tempo)
+        if input_size is not None:
+            validation.positive_int("input_size", input_size)
+        validation.dropout_rate("dropout", dropout)
+        validation.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
+        validation.positive_float("lr", lr)
+        validation.non_negative_float("weight_decay", weight_decay)
+        if lr_decay is not None and not 0 < lr_decay < 1:
+            raise InvalidOption("lr_decay", lr_decay, "must be a factor in (0, 1), or null for a constant rate")
+        validation.positive_int("lr_patience", lr_patience)
+        validation.one_of("sample_every_epoch", sample_every_epoch, (True, False))
+        validation.positive_int("sample_length", sample_length)
+        validation.non_negative_float("sample_temperature", sample_temperature)
+        parse_prime(sample_prime, "sample_prime")
+        self.save_hyperparameters()
+        cell = dict(cell)
+        self.input_layer = nn.Linear(KEYS, input_size) if input_size else nn.Identity()
+        self.encoder = get_cell(cell.pop("name"))(input_size=input_size or KEYS, **cell)
+        if self.encoder.bidirectional:
+            raise UserError("cell.bidirectional=true is not allowed for task=music: a frame is predicted from the "
+                            "frames before it only. Use cell.bidirectional=false.")
+        self.dropout = nn.Dropout(dropout)
+        self.output_layer = nn.Linear(self.encoder.output_size, KEYS)
+        # keyed by "<stage>/" because a ModuleDict key may not shadow nn.Module.train
+        self.metrics = nn.ModuleDict({f"{stage}/": FrameMetrics() for stage in ("train", "val", "test")})
+        self._state = None  # carried from one training window to the next
+        self._pieces = None  # the dataset's pieces, loaded when a primer needs them
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
+        """Logits [batch, time, 88] of each next frame, and the final state. A length of 0 (a piece that has
+        ended before this window) runs one padded step whose outputs the caller masks."""
+        if lengths is not None:
+            lengths = lengths.clamp(min=1)
+        outputs, state = self.encoder(self.input_layer(inputs), lengths, state)
+        return self.output_layer(self.dropout(outputs)), state
+
+    def training_step(self, batch, batch_index):
+        state = None if batch["reset"] else self._state
+        if state is not None and _batch_size(state) != len(batch["lengths"]):
+            state = None  # resumed mid-epoch from a checkpoint: the carried state was not saved
+        logits, state = self(batch["inputs"], batch["lengths"], state)
+        self._state = detach_state(state)
+        frames = batch["lengths"].sum()
+        loss = frame_nll(logits, batch["targets"], batch["lengths"]).sum() / frames.clamp(min=1)  # DDP: may be empty
+        self.metrics["train/"].update(logits.detach(), batch["targets"], batch["lengths"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=max(int(frames), 1))
+        return loss
+
+    def on_train_epoch_start(self):
+        self._state = None
+
+    def on_train_epoch_end(self):
+        self._log_metrics("train")
+
+    def _log_metrics(self, stage: str):
+        values = self.metrics[f"{stage}/"].compute()
+        self.log_dict({f"{stage}/{name}": value.float() for name, value in values.items()}, prog_bar=stage == "val")
+        self.metrics[f"{stage}/"].reset()
+
+    def validation_step(self, batch, batch_index):
+        logits, _ = self(batch["inputs"], batch["lengths"])
+        self.metrics["val/"].update(logits, batch["targets"], batch["lengths"])
+
+    def on_validation_epoch_end(self):
+        self._log_metrics("val")
+
+    def test_step(self, batch, batch_index):
+        logits, _ = self(batch["inputs"], batch["lengths"])
+        self.metrics["test/"].update(logits, batch["targets"], batch["lengths"])
+
+    def on_test_epoch_end(self):
+        self._log_metrics("test")
+
+    def configure_optimizers(self):
+        """The optimizer; with `lr_decay`, the learning rate times `lr_decay` whenever val/nll has not improved
+        for `lr_patience` epochs (ReduceLROnPlateau)."""
+        optimizer = build_optimizer(self.hparams.optimizer, [{"params": self.parameters(), "lr": self.hparams.lr}],
+                                    weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_decay is None:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=self.hparams.lr_decay,
+                                                               patience=self.hparams.lr_patience)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/nll"}}
+
+    def configure_callbacks(self):
+        return [SampleEveryEpoch()] if self.hparams.sample_every_epoch else []
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """What `rrn-generate` reads: the class to load, and the dataset and timing of the frames."""
+        checkpoint["rrn_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["music"] = {"dataset": self.hparams.dataset, "beats_per_frame": self.hparams.beats_per_frame,
+                               "tempo": self.hparams.tempo, "data_path": self.hparams.data_path}
+
+    # ---- generation ----
+
+    def primer(self, prime, seed: int = 0, data_root: str | None = None) -> torch.Tensor:
+        """The frames a sample starts from, bool [frames, 88] (no frames for `none`). See `parse_prime`.
+
+        `random`: one frame drawn (with `seed`) from the non-empty frames of the test pieces.
+        """
+        kind, index, frames = parse_prime(prime)
+        if kind == "none":
+            return torch.zeros(0, KEYS, dtype=torch.bool)
+        pieces = self._load_pieces(data_root)
+        if kind == "random":
+            frames_all = torch.cat(pieces["test"])
+            sounding = frames_all[frames_all.any(-1)]
+            choice = torch.randint(len(sounding), (1,), generator=torch.Generator().manual_seed(seed))
+            return sounding[choice]
+        split = pieces[PRIME_SPLITS[kind]]
+        if index >= len(split):
+            raise InvalidOption("prime", prime, f"the {kind} split of {self.hparams.dataset} has {len(split)} "
+                                f"pieces: the piece index must be 0..{len(split) - 1}")
+        return split[index][:frames]
+
+    def _load_pieces(self, data_root: str | None):
+        if self._pieces is None:
+            path = dataset_path(data_root, self.hparams.dataset) if data_root else Path(self.hparams.data_path or "")
+            if not path.is_file():
+                raise UserError(f"the primer needs the {self.hparams.dataset} pieces, and {path} is not there: give "
+                                "data_root=<folder holding polyphonic/>, or prime=none to start from nothing.")
+            self._pieces = load_pieces(path)
+        return self._pieces
+
+    @torch.no_grad()
+    def sample(self, primer: torch.Tensor, length: int, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
+        """The primer followed by `length` sampled frames: bool [len(primer) + length, 88].
+
+        Each key of each new frame is a Bernoulli draw from sigmoid(logit / temperature); temperature 0 turns
+        every key on whose probability exceeds 0.5. The same seed gives the same frames.
+        """
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        was_training = self.training
+        self.eval()
+        try:
+            state, frames = None, [frame for frame in primer.to(self.device)]
+            if len(primer):  # run over the primer; its last frame is the next input
+                _, state = self(shifted(primer.float().to(self.device))[None])
+                previous = primer[-1].float().to(self.device)
+            else:
+                previous = torch.zeros(KEYS, device=self.device)
+            for _ in range(length):
+                logits, state = self(previous[None, None], None, state)
+                logits = logits[0, -1]
+                if temperature == 0:
+                    frame = logits > 0
+                else:
+                    frame = torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator).bool()
+                frames.append(frame)
+                previous = frame.float()
+        finally:
+            self.train(was_training)
+        return torch.stack(frames).cpu() if frames else torch.zeros(0, KEYS, dtype=torch.bool)
+
+    def generate_files(self, out_dir: Path, options: dict) -> list[Path]:
+        """Sample a piece and write `<name>.mid`, `<name>.png` and `<name>.wav` in `out_dir`; returns the paths.
+
+        options: length (frames to sample after the primer, default 128), temperature (default 1.0), seed
+        (default 0), prime (see `parse_prime`; default none), name (file stem, default `sample-seed<seed>`),
+        data_root (the folder holding polyphonic/, for a primer; default the training run's data), wav (default
+        true). top_k does not apply to independent binary keys and is ignored (with a warning).
+        """
+        from rrn_app import music_io
+
+        length = validation.positive_int("length", 128 if options.get("length") is None else options["length"])
+        temperature = options.get("temperature")
+        temperature = validation.non_negative_float("temperature", 1.0 if temperature is None else float(temperature))
+        seed = int(options.get("seed") or 0)
+        if options.get("top_k"):
+            warnings.warn("top_k does not apply to music (every key is its own Bernoulli draw); it is ignored.")
+        primer = self.primer(options.get("prime"), seed, options.get("data_root"))
+        roll = self.sample(primer, length, temperature, seed)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = out_dir / str(options.get("name") or f"sample-seed{seed}")
+        seconds = music_io.frame_seconds(self.hparams.beats_per_frame, self.hparams.tempo)
+        title = (f"{DATASETS[self.hparams.dataset].title}, {self.hparams.cell['name']}: {len(primer)} primer + "
+                 f"{length} sampled frames, temperature {temperature:g}, seed {seed}")
+        paths = [music_io.write_midi(roll, stem.with_suffix(".mid"), seconds, self.hparams.tempo),
+                 music_io.write_png(roll, stem.with_suffix(".png"), seconds, title, primer_frames=len(primer))]
+        if options.get("wav", True):
+            paths.append(music_io.write_wav(roll, stem.with_suffix(".wav"), seconds, self.hparams.tempo))
+        return paths
+
+
+def _batch_size(state) -> int:
+    while not isinstance(state, torch.Tensor):
+        state = state[0]
+    return state.shape[-2]
+
+
+class SampleEveryEpoch(L.Callback):
+    """At the end of every validation epoch, a short sample in `<run dir>/samples/epochNN.{mid,png,wav}`.
+
+    Primer, length, temperature and seed come from the model's `sample_*` options (the same every epoch,
+    so the samples show progress). Logged to W&B (picture and audio) when that logger is on. A failure is a
+    warning: it never stops training.
+    """
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
+            return  # not after the sanity check, nor in the final validate/test on the best checkpoint
+        options = {"length": pl_module.hparams.sample_length, "temperature": pl_module.hparams.sample_temperature,
+                   "seed": pl_module.hparams.sample_seed, "prime": pl_module.hparams.sample_prime,
+                   "name": f"epoch{trainer.current_epoch:02d}"}
+        try:
+            paths = pl_module.generate_files(Path(trainer.default_root_dir) / "samples", options)
+            log_to_wandb(trainer.logger, paths, trainer.global_step)
+        except Exception as error:  # noqa: BLE001  (a sample must never end a training run)
+            warnings.warn(f"could not write the epoch {trainer.current_epoch} music sample: {error!r}")
+
+
+def log_to_wandb(logger, paths: list[Path], step: int | None = None) -> bool:
+    """Log a sample's PNG (wandb.Image) and WAV (wandb.Audio) when `logger` is Lightning's WandbLogger."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return False
+    import wandb
+
+    values = {}
+    for path in paths:
+        if path.suffix == ".png":
+            values["sample/piano_roll"] = wandb.Image(str(path), caption=path.stem)
+        elif path.suffix == ".wav":
+            values["sample/audio"] = wandb.Audio(str(path), caption=path.stem)
+    if step is not None:
+        values["trainer/global_step"] = step  # the x axis WandbLogger uses for every metric
+    logger.experiment.log(values)
+    return True

@@ -1,0 +1,308 @@
+"""task=music: the metrics on hand-computed examples, windowed batches with state carry, MIDI/PNG/WAV output,
+seeded generation, data errors, and a short real training run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import wave
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from rrn_app import music_io
+from rrn_app.data.music import KEYS, MusicDataModule, PieceWindows, WindowSampler, collate, load_pieces, piano_roll
+from rrn_app.tasks.music import FrameMetrics, MusicModel, frame_nll, parse_prime
+from rrn_app.validation import InvalidOption, MissingDataError, UserError
+
+CELL = {"name": "gru", "hidden_size": 16, "num_layers": 1, "dropout": 0.0, "bidirectional": False, "residual": False}
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+# ---- metrics ----
+
+def test_nll_is_summed_over_keys_and_averaged_over_all_frames_of_the_split():
+    # BCE with logits: -log sigmoid(z) = softplus(-z) for an on key, -log(1 - sigmoid(z)) = softplus(z) for an off key
+    metric = FrameMetrics()
+    # piece A, 2 frames, 3 keys (the other 85 keys: logit -inf-like, off, cost ~0)
+    logits_a = torch.full((1, 2, KEYS), -50.0)
+    targets_a = torch.zeros(1, 2, KEYS)
+    logits_a[0, 0, :3] = torch.tensor([2.0, 0.0, -1.0])
+    targets_a[0, 0, :3] = torch.tensor([1.0, 0.0, 1.0])
+    logits_a[0, 1, :3] = torch.tensor([0.0, 0.0, 0.0])
+    targets_a[0, 1, :3] = torch.tensor([0.0, 1.0, 0.0])
+    frame_a0 = softplus(-2.0) + softplus(0.0) + softplus(1.0)
+    frame_a1 = 3 * math.log(2.0)
+    # piece B, 1 real frame and 1 padding frame whose (huge) loss must not count
+    logits_b = torch.full((1, 2, KEYS), -50.0)
+    targets_b = torch.zeros(1, 2, KEYS)
+    logits_b[0, 0, 0] = 1.0
+    targets_b[0, 0, 0] = 1.0
+    logits_b[0, 1, :] = 50.0  # padding
+    frame_b0 = softplus(-1.0)
+    metric.update(logits_a, targets_a, torch.tensor([2]))
+    metric.update(logits_b, targets_b, torch.tensor([1]))
+    expected = (frame_a0 + frame_a1 + frame_b0) / 3  # frame-weighted: not ((a0 + a1) / 2 + b0) / 2
+    assert metric.compute()["nll"].item() == pytest.approx(expected, abs=1e-6)
+    per_frame = frame_nll(logits_b, targets_b, torch.tensor([1]))
+    assert per_frame[0, 1] == 0 and per_frame[0, 0].item() == pytest.approx(frame_b0, abs=1e-6)
+
+
+def test_frame_accuracy_of_bay_et_al_sums_tp_fp_fn_over_frames():
+    logits = torch.full((1, 3, KEYS), -5.0)
+    targets = torch.zeros(1, 3, KEYS)
+    targets[0, 0, [0, 1]] = 1  # frame 0: predicted {0, 2}: TP 1, FP 1, FN 1
+    logits[0, 0, [0, 2]] = 5.0
+    targets[0, 1, 3] = 1  # frame 1: predicted {3}: TP 1
+    logits[0, 1, 3] = 5.0
+    # frame 2: nothing sounding, nothing predicted: counts nowhere
+    metric = FrameMetrics()
+    metric.update(logits, targets, torch.tensor([3]))
+    assert metric.compute()["frame_acc"].item() == pytest.approx(2 / 4)
+
+
+# ---- windows and state carry ----
+
+def test_windows_cover_every_frame_once_in_order_and_carried_state_equals_whole_pieces():
+    torch.manual_seed(0)
+    lengths = [7, 3, 12, 5, 9]
+    rolls = [torch.rand(n, KEYS) < 0.1 for n in lengths]
+    sampler = WindowSampler(lengths, batch_size=2, window=4, shuffle=True, seed=3)
+    dataset = PieceWindows(rolls, window=4)
+    seen = {index: [] for index in range(len(rolls))}
+    model = MusicModel(CELL).eval()
+    carried = {}
+    state = None
+    for keys in sampler:
+        batch = collate([dataset[key] for key in keys])
+        assert batch["reset"] == (keys[0][1] == 0) and len({start for _, start in keys}) == 1
+        for row, (index, start) in enumerate(keys):
+            real = int(batch["lengths"][row])
+            seen[index] += batch["targets"][row, :real].bool().tolist()
+            assert real == max(0, min(4, lengths[index] - start))
+        with torch.no_grad():
+            logits, state = model(batch["inputs"], batch["lengths"], None if batch["reset"] else state)
+        for row, (index, _) in enumerate(keys):
+            carried.setdefault(index, []).append(logits[row, : int(batch["lengths"][row])])
+    for index, roll in enumerate(rolls):
+        assert seen[index] == roll.tolist()  # every frame exactly once, in order
+        whole = PieceWindows(rolls, None)[index]
+        with torch.no_grad():
+            logits, _ = model(whole["inputs"][None].float())
+        assert torch.allclose(torch.cat(carried[index]), logits[0], atol=1e-5)  # carry = one pass over the piece
+    assert len(sampler) == sum(1 for _ in sampler)
+
+
+def test_ddp_ranks_take_the_same_number_of_window_steps_and_share_every_frame():
+    lengths = [30, 3, 12, 5, 9, 41, 7]
+    ranks = [WindowSampler(lengths, batch_size=2, window=4, shuffle=True, seed=1, num_replicas=2, rank=rank)
+             for rank in (0, 1)]
+    batches = [list(sampler) for sampler in ranks]
+    assert len(batches[0]) == len(batches[1]) == len(ranks[0]) == len(ranks[1])
+    covered = {(index, start + offset) for rank in batches for keys in rank for index, start in keys
+               for offset in range(4) if start + offset < lengths[index]}
+    assert covered == {(index, frame) for index, n in enumerate(lengths) for frame in range(n)}
+
+
+def test_inputs_are_the_previous_frames_starting_from_the_zero_frame():
+    roll = piano_roll([[60], [62, 64], [], [65]])
+    item = PieceWindows([roll], None)[0]
+    assert item["inputs"][0].sum() == 0 and torch.equal(item["inputs"][1:], roll[:-1])
+    assert torch.equal(item["targets"], roll) and roll[1, 62 - 21] and roll[2].sum() == 0
+
+
+# ---- files ----
+
+ROLL_NOTES = [[60, 64], [60, 64], [67], [], [72, 21, 108]]  # C4+E4 held 2 frames, G4, rest, a chord with the extremes
+
+
+def test_midi_reads_back_with_pretty_midi_and_mido_to_the_same_notes_and_timing(tmp_path):
+    import mido
+    import pretty_midi
+
+    roll = piano_roll(ROLL_NOTES)
+    seconds = music_io.frame_seconds(0.5, 120.0)  # an eighth note at 120 bpm: 0.25 s
+    path = music_io.write_midi(roll, tmp_path / "piece.mid", seconds, tempo=120.0)
+    expected = sorted([(60, 0.0, 0.5), (64, 0.0, 0.5), (67, 0.5, 0.75), (21, 1.0, 1.25), (72, 1.0, 1.25),
+                       (108, 1.0, 1.25)])
+
+    midi = pretty_midi.PrettyMIDI(str(path))
+    notes = sorted((n.pitch, round(n.start, 6), round(n.end, 6)) for i in midi.instruments for n in i.notes)
+    assert notes == expected
+    assert midi.get_tempo_changes()[1].tolist() == pytest.approx([120.0])
+
+    file = mido.MidiFile(str(path))
+    tempos = [m.tempo for track in file.tracks for m in track if m.type == "set_tempo"]
+    assert tempos == [500000]  # microseconds per quarter note = 120 bpm
+    ticks, sounding, read = 0, {}, []
+    for track in file.tracks:
+        ticks = 0
+        for message in track:
+            ticks += message.time
+            seconds_now = mido.tick2second(ticks, file.ticks_per_beat, 500000)
+            if message.type == "note_on" and message.velocity > 0:
+                sounding[message.note] = seconds_now
+            elif message.type in ("note_off", "note_on"):
+                read.append((message.note, round(sounding.pop(message.note), 3), round(seconds_now, 3)))
+    assert sorted(read) == expected
+
+
+def test_png_and_wav_are_written_and_not_trivial(tmp_path):
+    roll = piano_roll(ROLL_NOTES)
+    png = music_io.write_png(roll, tmp_path / "roll.png", 0.5, "test", primer_frames=2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    wav = music_io.write_wav(roll, tmp_path / "roll.wav", 0.5, sample_rate=8000)
+    with wave.open(str(wav)) as file:
+        assert (file.getnchannels(), file.getsampwidth(), file.getframerate()) == (1, 2, 8000)
+        assert file.getnframes() == 5 * 0.5 * 8000  # as long as the roll
+        import numpy as np
+
+        audio = np.frombuffer(file.readframes(file.getnframes()), dtype="<i2")
+    # frames of 4000 samples: C4+E4 for two, G4, a rest (silent: the notes end with their frames), a chord
+    assert np.abs(audio[:12000]).max() > 10000 and np.abs(audio[12100:15900]).max() < 500
+    assert np.abs(audio[16000:]).max() > 10000
+
+
+# ---- generation ----
+
+def test_generation_is_deterministic_under_a_seed_and_continues_the_primer(tmp_path):
+    torch.manual_seed(0)
+    model = MusicModel(CELL, dataset="nottingham", beats_per_frame=0.5)
+    primer = piano_roll(ROLL_NOTES)
+    first = model.sample(primer, 20, temperature=1.0, seed=5)
+    again = model.sample(primer, 20, temperature=1.0, seed=5)
+    other = model.sample(primer, 20, temperature=1.0, seed=6)
+    assert first.shape == (25, KEYS) and torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(first[:5], primer)  # continued, not replaced
+    paths = model.generate_files(tmp_path / "out", {"length": 12, "seed": 1, "temperature": 0.8, "name": "s"})
+    assert [p.name for p in paths] == ["s.mid", "s.png", "s.wav"] and all(p.stat().st_size > 0 for p in paths)
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(str(paths[0]))
+    assert midi.get_end_time() <= 12 * 0.25 + 1e-6  # eighth-note frames at 120 bpm
+
+
+def test_samples_go_to_wandb_only_when_that_logger_is_on(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    from rrn_app.tasks.music import log_to_wandb
+
+    assert log_to_wandb(None, []) is False and log_to_wandb(CSVLogger(tmp_path), []) is False
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("dataset", "bach", "dataset='bach' is not allowed: must be one of"),
+    ("lr_decay", 1.5, "lr_decay=1.5 is not allowed: must be a factor in (0, 1)"),
+    ("sample_prime", "test:x", "sample_prime='test:x' is not allowed: must be none, random, or"),
+    ("sample_temperature", -1, "sample_temperature=-1 is not allowed"),
+])
+def test_bad_model_options_name_the_option(option, value, message):
+    with pytest.raises(InvalidOption) as error:
+        MusicModel(CELL, **{option: value})
+    assert message in str(error.value)
+
+
+def test_prime_option():
+    assert parse_prime(None) == ("none", None, None) and parse_prime("random") == ("random", None, None)
+    assert parse_prime("test:3") == ("test", 3, 16) and parse_prime("valid:0:8") == ("valid", 0, 8)
+    for bad in ("test", "test:x", "dev:1", "test:1:0"):
+        with pytest.raises(InvalidOption, match="prime="):
+            parse_prime(bad)
+
+
+def test_primer_from_the_real_test_pieces(data_root):
+    model = MusicModel(CELL, dataset="jsb_chorales", data_path=str(data_root / "polyphonic" / "jsb_chorales.pickle"))
+    test = load_pieces(data_root / "polyphonic" / "jsb_chorales.pickle")["test"]
+    assert torch.equal(model.primer("test:2:10"), test[2][:10])
+    random_frame = model.primer("random", seed=4)
+    assert random_frame.shape == (1, KEYS) and random_frame.any()
+    assert torch.equal(random_frame, model.primer("random", seed=4))
+    with pytest.raises(InvalidOption, match="has 77 pieces"):
+        model.primer("test:77")
+
+
+# ---- data errors ----
+
+def test_missing_pickle_names_the_path(tmp_path):
+    with pytest.raises(MissingDataError) as error:
+        MusicDataModule(root=str(tmp_path), dataset="musedata")
+    assert str(tmp_path / "polyphonic" / "musedata.pickle") in str(error.value) and "data.root" in str(error.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a pickle at all", "could not read"),
+    (pickle.dumps({"train": []}), "must hold a dict with lists 'train', 'valid' and 'test'"),
+    (pickle.dumps({"train": [[[60], [130]]], "valid": [], "test": []}), "train piece 0 step 1 holds 130"),
+])
+def test_corrupt_pickle_is_a_clear_error(tmp_path, content, message):
+    (tmp_path / "polyphonic").mkdir()
+    path = tmp_path / "polyphonic" / "jsb_chorales.pickle"
+    path.write_bytes(content)
+    data = MusicDataModule(root=str(tmp_path))
+    with pytest.raises(UserError, match=message) as error:
+        data.setup()
+    assert str(path) in str(error.value)
+
+
+def test_unknown_dataset_lists_the_known_ones(compose_config, data_root):
+    from rrn_app.train import train
+
+    with pytest.raises(UserError) as error:
+        train(compose_config("task=music", "task.dataset=bach", f"data.root={data_root}", "logger=none"))
+    assert "task.data.dataset='bach' is not allowed: must be one of 'jsb_chorales', 'nottingham'" in str(error.value)
+    assert "task.dataset=<name>" in str(error.value)
+
+
+def test_real_split_sizes(data_root):
+    data = MusicDataModule(root=str(data_root), dataset="jsb_chorales")
+    data.setup()
+    assert [len(data.pieces[s]) for s in ("train", "validation", "test")] == [229, 76, 77]
+    assert [data.frames(s) for s in ("train", "validation", "test")] == [13807, 4602, 4725]
+
+
+# ---- end to end ----
+
+def test_short_real_training_run_writes_results_checkpoint_and_epoch_samples(data_root, tmp_path):
+    result = run_cli("rrn-train", "task=music", "task.dataset=jsb_chorales", "cell=gru", "cell.hidden_size=16",
+                     f"data.root={data_root}", "threads=1", "logger=csv", "trainer.max_epochs=2",
+                     "trainer.limit_train_batches=4", "trainer.enable_progress_bar=false", "task.model.sample_length=8",
+                     cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    results = json.loads((run_dir / "results.json").read_text())
+    metrics = results["metrics"]
+    for name in ("val/nll", "test/nll", "val/frame_acc", "test/frame_acc"):
+        assert name in metrics
+    assert 5 < metrics["test/nll"] < 88 * math.log(2)  # learnt something: better than a coin per key
+    assert results["train_tokens_per_second"] > 0
+    for epoch in ("epoch00", "epoch01"):
+        assert all((run_dir / "samples" / f"{epoch}.{ext}").stat().st_size > 0 for ext in ("mid", "png", "wav"))
+    assert not (run_dir / "samples" / "epoch02.mid").exists()  # none from the final validate/test
+    checkpoint = torch.load(results["best_checkpoint"], weights_only=False, map_location="cpu")
+    assert checkpoint["rrn_module"] == "rrn_app.tasks.music.MusicModel"
+    assert checkpoint["music"]["dataset"] == "jsb_chorales" and checkpoint["music"]["beats_per_frame"] == 1.0
+    model = MusicModel.load_from_checkpoint(results["best_checkpoint"], map_location="cpu")
+    paths = model.generate_files(tmp_path / "gen", {"length": 8, "seed": 0, "prime": "test:0:4", "wav": False})
+    assert [p.name for p in paths] == ["sample-seed0.mid", "sample-seed0.png"]
+    generated = run_cli("rrn-generate", f"ckpt={results['best_checkpoint']}", "length=8", "seed=3", "prime=test:1:4",
+                        "temperature=0.5", "top_k=5", timeout=120)  # top_k: ignored for music
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    written = sorted((run_dir / "samples").glob("sample-seed3.*"))
+    assert [p.suffix for p in written] == [".mid", ".png", ".wav"]
+    import pretty_midi
+
+    assert pretty_midi.PrettyMIDI(str(written[0])).get_end_time() <= 12 * 0.5 + 1e-6  # 4 + 8 quarter-note frames
+
+
+def test_res_rnn_on_music_gets_a_bounded_output_by_itself(compose_config):
+    cfg = compose_config("task=music", "cell=res_rnn")          # conf/task_cell/music_res_rnn.yaml
+    assert cfg.cell.output_activation == "tanh" and cfg.task.model.lr == 2e-3
+    cfg = compose_config("task=music", "cell=res_rnn", "cell.output_activation=identity")
+    assert cfg.cell.output_activation == "identity"
+    assert compose_config("task=music", "cell=gru").task.model.lr == 1e-2
