@@ -265,3 +265,8 @@ def test_bad_options_fail_before_training_with_the_key(compose_config, data_root
     with pytest.raises(UserError) as error:
         train(compose_config("task=char_lm", f"data.root={data_root}", "logger=none", override))
     assert message in str(error.value)
+
+
+def test_res_rnn_on_char_lm_gets_a_bounded_output_by_itself(compose_config):
+    assert compose_config("task=char_lm", "cell=res_rnn").cell.output_activation == "tanh"
+    assert compose_config("task=char_lm", "cell=res_rnn", "cell.output_activation=identity").cell.output_activation == "identity"
