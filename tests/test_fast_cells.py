@@ -157,6 +157,30 @@ def test_inference_without_gradients_gives_the_same_outputs(backend):
     torch.testing.assert_close(fast_state, state)
 
 
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_inference_with_two_threads_splits_the_batch_rows_and_gives_the_same_outputs(config):
+    """With several threads, inference runs each thread's rows (GEMM and elementwise pass) in one parallel region."""
+    if not cpp_available():
+        pytest.skip("the C++ extension cannot be built here (no compiler or ninja)")
+    name, options = CONFIGS[config]
+    torch.manual_seed(0)
+    # float64: the split rows' smaller GEMMs round differently in float32; the algorithm must agree exactly
+    cell = perturbed(get_cell(name)(input_size=5, hidden_size=256, num_layers=2, **options)).double().eval()
+    x = torch.randn(40, 9, 5, dtype=torch.float64)   # split when hidden >= 256 and >= 16 rows a thread
+    lengths = torch.randint(1, 10, (40,))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with fast.use_backend("cpp"), torch.no_grad():
+            split_outputs, split_state = cell(x, lengths)
+    finally:
+        torch.set_num_threads(threads)
+    with fast.use_backend("step"):
+        outputs, state = cell(x, lengths)
+    assert_relative(split_outputs, outputs, 1e-10, "outputs")
+    assert_relative(split_state, state, 1e-10, "state")
+
 def test_what_is_not_on_the_fast_path_runs_step_by_step():
     x = torch.randn(2, 3, 4)
     with fast.use_backend("python"):
