@@ -123,7 +123,6 @@ class use_backend:
 def backend_available(name: str) -> bool:
     if name != "cpp":
         return True
-    global _backend
     if _backend == "cpp":
         return True
     if hasattr(torch.ops, EXTENSION) and hasattr(getattr(torch.ops, EXTENSION), "forward"):

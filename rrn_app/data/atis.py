@@ -15,14 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from rrn_app import validation
-from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.cache import cached_dataset
-from rrn_app.data.text import Vocabulary, load_vectors, pad_batch, pad_sequences
+from rrn_app.data.text import Vocabulary, pad_batch, pad_sequences
+from rrn_app.data.words import WordDataModule
 from rrn_app.validation import MissingDataError, UserError
 
 SOURCE_URL = "https://github.com/MiuLab/SlotGated-SLU/tree/master/data/atis"
@@ -70,7 +68,9 @@ def pad_tagged_batch(rows: list[dict]) -> dict:
     return batch
 
 
-class ATISDataModule(L.LightningDataModule):
+class ATISDataModule(WordDataModule):
+    collate = staticmethod(pad_tagged_batch)
+
     def __init__(self, root: str = "data", batch_size: int = 16, min_freq: int = 1, vectors: str | None = None,
                  embedding_dim: int = 100, cache_dir: str | None = None, num_workers: int = 0, seed: int = 0):
         super().__init__()
@@ -127,22 +127,7 @@ class ATISDataModule(L.LightningDataModule):
         self.splits = {split: dataset.map(encode, batched=True, with_indices=True, remove_columns=["tags", "intent"])
                        for split, dataset in raw.items()}
         self.lengths = {split: [len(tokens) for tokens in dataset["tokens"]] for split, dataset in raw.items()}
-        self.embeddings, self.vectors_found = None, 0
-        if self.vectors:
-            self.embeddings, self.vectors_found = load_vectors(self.vectors, self.vocabulary, self.embedding_dim, self.seed)
-
-    def state_dict(self) -> dict:
-        """Saved in every checkpoint: the vocabulary, so a checkpoint can be read without the training data."""
-        return {"vocabulary": self.vocabulary.itos} if self.splits is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        saved = state.get("vocabulary")
-        if saved is not None and self.splits is not None and saved != self.vocabulary.itos:
-            raise UserError(
-                "the checkpoint's vocabulary differs from the one built from the training data now "
-                f"({len(saved)} vs {len(self.vocabulary)} words): the data or task.data options changed since it "
-                "was saved. Resume with the same data and options."
-            )
+        self.load_embeddings()
 
     def model_arguments(self) -> dict:
         """Sizes, label names (the model predicts the first num_*_outputs of each) and pretrained embeddings."""
@@ -150,21 +135,3 @@ class ATISDataModule(L.LightningDataModule):
                     slot_labels=self.slot_labels, num_slot_outputs=self.num_slot_outputs,
                     intent_labels=self.intent_labels, num_intent_outputs=self.num_intent_outputs,
                     pretrained_embeddings=self.embeddings)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        trainer = self.trainer
-        sampler = BucketBatchSampler(
-            self.lengths[split], self.batch_size, shuffle=shuffle, seed=self.seed,
-            num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
-        )
-        return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=pad_tagged_batch,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("validation", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)

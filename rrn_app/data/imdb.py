@@ -20,14 +20,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from rrn_app import validation
-from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.cache import cached_dataset
-from rrn_app.data.text import PAD, UNK, Vocabulary, load_vectors, pad_batch
+from rrn_app.data.text import PAD, UNK, Vocabulary
+from rrn_app.data.words import WordDataModule
 from rrn_app.validation import MissingDataError, UserError
 
 SOURCE_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -120,7 +118,7 @@ def truncate(ids: list[int], max_length: int | None, keep: str) -> list[int]:
     return ids[-max_length:] if keep == "end" else ids[:max_length]
 
 
-class IMDBDataModule(L.LightningDataModule):
+class IMDBDataModule(WordDataModule):
     def __init__(self, root: str = "data", batch_size: int = 32, max_length: int | None = 400, keep: str = "end",
                  validation_size: int = 2500, split_seed: int = 0, lowercase: bool = True, min_freq: int = 5,
                  max_vocab: int | None = None, vectors: str | None = None, embedding_dim: int = 64,
@@ -186,42 +184,9 @@ class IMDBDataModule(L.LightningDataModule):
         }
         self.lengths = {split: data["length"] for split, data in self.splits.items()}
         self.splits = {split: data.with_format(columns=["ids", "label"]) for split, data in self.splits.items()}
-        self.embeddings, self.vectors_found = None, 0
-        if self.vectors:
-            self.embeddings, self.vectors_found = load_vectors(self.vectors, self.vocabulary, self.embedding_dim, self.seed)
-
-    def state_dict(self) -> dict:
-        """Saved in every checkpoint: the vocabulary, so a checkpoint can be read without the training data."""
-        return {"vocabulary": self.vocabulary.itos} if self.splits is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        saved = state.get("vocabulary")
-        if saved is not None and self.splits is not None and saved != self.vocabulary.itos:
-            raise UserError(
-                "the checkpoint's vocabulary differs from the one built from the training data now "
-                f"({len(saved)} vs {len(self.vocabulary)} words): the data or task.data options changed since it "
-                "was saved. Resume with the same data and options."
-            )
+        self.load_embeddings()
 
     def model_arguments(self) -> dict:
         """What the LightningModule needs from the data: sizes and the pretrained embedding matrix."""
         return dict(vocab_size=len(self.vocabulary), num_classes=self.num_classes,
                     embedding_dim=self.embedding_dim, pretrained_embeddings=self.embeddings)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        trainer = self.trainer
-        sampler = BucketBatchSampler(
-            self.lengths[split], self.batch_size, shuffle=shuffle, seed=self.seed,
-            num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
-        )
-        return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=pad_batch,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("validation", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)

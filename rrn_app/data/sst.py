@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
-from torch.utils.data import DataLoader
-
 from rrn_app import validation
-from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.cache import cached_dataset
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
-from rrn_app.data.text import Vocabulary, load_vectors, pad_batch
+from rrn_app.data.text import Vocabulary
+from rrn_app.data.words import WordDataModule
 from rrn_app.validation import MissingDataError, UserError
 
 SOURCE_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
@@ -53,7 +50,7 @@ def read_examples(path: str, phrases: bool, binary: bool, lowercase: bool):
                        "label": int(label > 2) if binary else label}
 
 
-class SSTDataModule(L.LightningDataModule):
+class SSTDataModule(WordDataModule):
     def __init__(self, root: str = "data", train_on: str = "phrases", classes: int = 5, batch_size: int = 128,
                  lowercase: bool = True, min_freq: int = 1, vectors: str | None = None, embedding_dim: int = 300,
                  cache_dir: str | None = None, num_workers: int = 0, seed: int = 0):
@@ -110,42 +107,9 @@ class SSTDataModule(L.LightningDataModule):
             for split, dataset in raw.items()
         }
         self.lengths = {split: dataset.with_format(columns=["length"])["length"] for split, dataset in self.splits.items()}
-        self.embeddings, self.vectors_found = None, 0
-        if self.vectors:
-            self.embeddings, self.vectors_found = load_vectors(self.vectors, self.vocabulary, self.embedding_dim, self.seed)
-
-    def state_dict(self) -> dict:
-        """Saved in every checkpoint: the vocabulary, so a checkpoint can be read without the training data."""
-        return {"vocabulary": self.vocabulary.itos} if self.splits is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        saved = state.get("vocabulary")
-        if saved is not None and self.splits is not None and saved != self.vocabulary.itos:
-            raise UserError(
-                "the checkpoint's vocabulary differs from the one built from the training data now "
-                f"({len(saved)} vs {len(self.vocabulary)} words): the data or task.data options changed since it "
-                "was saved. Resume with the same data and options."
-            )
+        self.load_embeddings()
 
     def model_arguments(self) -> dict:
         """What the LightningModule needs from the data: sizes and the pretrained embedding matrix."""
         return dict(vocab_size=len(self.vocabulary), num_classes=self.num_classes,
                     embedding_dim=self.embedding_dim, pretrained_embeddings=self.embeddings)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        trainer = self.trainer
-        sampler = BucketBatchSampler(
-            self.lengths[split], self.batch_size, shuffle=shuffle, seed=self.seed,
-            num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
-        )
-        return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=pad_batch,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("validation", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)

@@ -1,0 +1,59 @@
+"""`WordDataModule`: what the word-level DataModules (sst, imdb, atis) share once their splits are built.
+
+A subclass's `setup` sets `self.splits` ({"train", "validation", "test"} -> a dataset of encoded rows),
+`self.lengths` (the same keys -> each row's length, for bucketing) and `self.vocabulary`, then calls
+`load_embeddings()`; its `__init__` sets `batch_size`, `seed`, `num_workers`, `vectors` and `embedding_dim`.
+This class gives the checkpointed vocabulary, pretrained vectors and the length-bucketed loaders (DDP-aware:
+each rank its share of the batches).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from rrn_app.data.batching import BucketBatchSampler
+from rrn_app.data.text import load_vectors, pad_batch
+from rrn_app.validation import UserError
+
+
+class WordDataModule(L.LightningDataModule):
+    collate = staticmethod(pad_batch)  # rows -> a padded batch; atis pads its tags too
+    splits = None
+
+    def load_embeddings(self) -> None:
+        """The pretrained vectors of the vocabulary's words (`vectors`), or none."""
+        self.embeddings, self.vectors_found = None, 0
+        if self.vectors:
+            self.embeddings, self.vectors_found = load_vectors(self.vectors, self.vocabulary, self.embedding_dim, self.seed)
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the vocabulary, so a checkpoint can be read without the training data."""
+        return {"vocabulary": self.vocabulary.itos} if self.splits is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("vocabulary")
+        if saved is not None and self.splits is not None and saved != self.vocabulary.itos:
+            raise UserError(
+                "the checkpoint's vocabulary differs from the one built from the training data now "
+                f"({len(saved)} vs {len(self.vocabulary)} words): the data or task.data options changed since it "
+                "was saved. Resume with the same data and options."
+            )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        sampler = BucketBatchSampler(
+            self.lengths[split], self.batch_size, shuffle=shuffle, seed=self.seed,
+            num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
+        )
+        return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=self.collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
