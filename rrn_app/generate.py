@@ -24,6 +24,15 @@ USAGE = "usage: rrn-generate ckpt=<path> [length=500 temperature=1.0 top_k=null 
 GENERATIVE_TASKS = "char_lm, music"
 
 
+def unused_stem(directory: Path, name: str, suffixes: tuple[str, ...]) -> Path:
+    """directory/name, or directory/name-1, -2, ... : the first whose files (name + each suffix) do not exist yet,
+    so a new sample never overwrites an earlier one."""
+    stem, number = directory / name, 1
+    while any(stem.with_suffix(suffix).exists() for suffix in suffixes):
+        stem, number = directory / f"{name}-{number}", number + 1
+    return stem
+
+
 def parse_arguments(arguments: list[str]) -> dict:
     """key=value arguments -> {key: the value as written}."""
     options = {}

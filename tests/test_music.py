@@ -186,6 +186,10 @@ def test_generation_is_deterministic_under_a_seed_and_continues_the_primer(tmp_p
 
     midi = pretty_midi.PrettyMIDI(str(paths[0]))
     assert midi.get_end_time() <= 12 * 0.25 + 1e-6  # eighth-note frames at 120 bpm
+    first_midi = paths[0].read_bytes()
+    again = model.generate_files(tmp_path / "out", {"length": 12, "seed": 2, "name": "s"})
+    assert [p.name for p in again] == ["s-1.mid", "s-1.png", "s-1.wav"]  # an earlier sample is never overwritten
+    assert paths[0].read_bytes() == first_midi
 
 
 def test_samples_go_to_wandb_only_when_that_logger_is_on(tmp_path):

@@ -163,8 +163,8 @@ class CharLanguageModel(L.LightningModule):
                            options["prime"] or "")
         print(text, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
-        path, number = out_dir / f"sample-seed{options['seed']}.txt", 1
-        while path.exists():
-            path, number = out_dir / f"sample-seed{options['seed']}-{number}.txt", number + 1
+        from rrn_app.generate import unused_stem
+
+        path = unused_stem(out_dir, f"sample-seed{options['seed']}", (".txt",)).with_suffix(".txt")
         path.write_text(text)
         return [path]

@@ -265,7 +265,8 @@ class MusicModel(L.LightningModule):
         return torch.stack(frames).cpu() if frames else torch.zeros(0, KEYS, dtype=torch.bool)
 
     def generate_files(self, out_dir: Path, options: dict) -> list[Path]:
-        """Sample a piece and write `<name>.mid`, `<name>.png` and `<name>.wav` in `out_dir`; returns the paths.
+        """Sample a piece and write `<name>.mid`, `<name>.png` and `<name>.wav` in `out_dir` (`<name>-1` ... when
+        those exist: nothing earlier is overwritten); returns the paths.
 
         options: length (frames to sample after the primer, default 128), temperature (default 1.0), seed
         (default 0), prime (see `parse_prime`; default none), name (file stem, default `sample-seed<seed>`),
@@ -284,7 +285,9 @@ class MusicModel(L.LightningModule):
         roll = self.sample(primer, length, temperature, seed)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        stem = out_dir / str(options.get("name") or f"sample-seed{seed}")
+        from rrn_app.generate import unused_stem
+
+        stem = unused_stem(out_dir, str(options.get("name") or f"sample-seed{seed}"), (".mid", ".png", ".wav"))
         seconds = music_io.frame_seconds(self.hparams.beats_per_frame, self.hparams.tempo)
         title = (f"{DATASETS[self.hparams.dataset].title}, {self.hparams.cell['name']}: {len(primer)} primer + "
                  f"{length} sampled frames, temperature {temperature:g}, seed {seed}")
