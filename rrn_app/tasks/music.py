@@ -64,9 +64,11 @@ class FrameMetrics(torchmetrics.Metric):
         for name in ("nll", "frames", "true_positives", "false_positives", "false_negatives"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> None:
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
+               nll: torch.Tensor | None = None) -> None:
+        """`nll`: the batch's summed frame_nll when the caller has it already (training computes it for the loss)."""
         mask = real_frames(lengths.to(logits.device), logits.shape[1])[:, :, None]
-        self.nll += frame_nll(logits, targets, lengths).sum().double()
+        self.nll += (frame_nll(logits, targets, lengths).sum() if nll is None else nll).double()
         self.frames += lengths.sum().double()
         predicted, actual = (logits > 0) & mask, (targets > 0.5) & mask
         self.true_positives += (predicted & actual).sum().double()
@@ -153,8 +155,9 @@ class MusicModel(L.LightningModule):
         logits, state = self(batch["inputs"], batch["lengths"], state)
         self._state = detach_state(state)
         frames = batch["lengths"].sum()
-        loss = frame_nll(logits, batch["targets"], batch["lengths"]).sum() / frames.clamp(min=1)  # DDP: may be empty
-        self.metrics["train/"].update(logits.detach(), batch["targets"], batch["lengths"])
+        nll = frame_nll(logits, batch["targets"], batch["lengths"]).sum()
+        loss = nll / frames.clamp(min=1)  # DDP: a rank's window may be empty
+        self.metrics["train/"].update(logits.detach(), batch["targets"], batch["lengths"], nll=nll.detach())
         self.log("train/loss", loss, prog_bar=True, batch_size=max(int(frames), 1))
         return loss
 
