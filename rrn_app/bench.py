@@ -255,14 +255,23 @@ def backend_context(model: Model):
 
 
 def path_of(model: Model, x: torch.Tensor) -> str:
-    """What runs the model: PyTorch's kernel, or for res_rnn/gres_rnn the fast-path backend."""
+    """What runs the model: PyTorch's kernel (nn.LSTM/nn.GRU: cuDNN on CUDA, oneDNN's RNN on CPU in float32), or for
+    res_rnn/gres_rnn the fast-path backend and, for "cpp", its per-step GEMM when that is oneDNN's."""
+    from rrn_app.cells import fast
+
     if model.kind in BASELINES:
-        return "cuDNN" if x.is_cuda and torch.backends.cudnn.enabled else "aten"
+        if x.is_cuda:
+            return "cuDNN" if torch.backends.cudnn.enabled else "aten"
+        onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and x.dtype == torch.float32
+        return "oneDNN" if onednn else "aten"
     layers = [m for m in model.module.modules() if hasattr(m, "fast_backend")]
     if not layers:
         return "python/autograd" if model.kind not in ("lstm", "gru", "rnn", "res_lstm", "rrn") else "aten"
     with backend_context(model):
-        return layers[0].fast_backend(x)
+        which = layers[0].fast_backend(x)
+    if which == "cpp" and fast.step_gemm(layers[0].weight_hh, which) == "oneDNN":
+        which += "+oneDNN"
+    return which
 
 
 def train_call(module: nn.Module, x: torch.Tensor) -> None:
@@ -545,7 +554,7 @@ def format_rows(rows: list[dict], modes: list[str], header: bool = True) -> str:
     table = ([headers(modes)] if header else []) + [row_cells(row, modes) for row in rows]
     widths = [max(len(h), 10 if i >= len(COLUMNS) else 0) for i, h in enumerate(headers(modes))]
     widths[5] = max(widths[5], 14, *(len(r["cell"]) for r in rows))
-    widths[6] = max(widths[6], 6)
+    widths[6] = max(widths[6], 10, *(len(r["path"]) for r in rows))
     lines = []
     for cells in table:
         lines.append("  ".join(c.ljust(w) if i in (5, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))

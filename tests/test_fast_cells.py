@@ -3,6 +3,7 @@ what the step-by-step oracles of reference.py give — outputs, final states and
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import warnings
@@ -158,28 +159,80 @@ def test_inference_without_gradients_gives_the_same_outputs(backend):
 
 
 
+def run_with_threads(threads, function):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return function()
+    finally:
+        torch.set_num_threads(before)
+
+
+def outputs_and_gradients(cell, x, lengths, training):
+    """Outputs, final state and (training) the gradients of x and every weight, as one list."""
+    if not training:
+        with torch.no_grad():
+            return list(cell(x, lengths))
+    x = x.detach().requires_grad_()
+    outputs, h_n = cell(x, lengths)
+    loss = (outputs * torch.linspace(-1, 1, outputs.numel(), dtype=x.dtype).view_as(outputs)).sum() + (h_n**2).sum()
+    return [outputs, h_n, *torch.autograd.grad(loss, [x, *cell.parameters()])]
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("config", CONFIGS)
-def test_inference_with_two_threads_splits_the_batch_rows_and_gives_the_same_outputs(config):
-    """With several threads, inference runs each thread's rows (GEMM and elementwise pass) in one parallel region."""
+def test_two_threads_split_the_batch_rows_and_give_the_same_results(config, training):
+    """With several threads each thread runs its own batch rows through every step (forward and backward)."""
     if not cpp_available():
         pytest.skip("the C++ extension cannot be built here (no compiler or ninja)")
+    if sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info():
+        assert torch.ops.rrn_fast_cells.parallel()  # built with OpenMP: at::parallel_for really uses the threads
     name, options = CONFIGS[config]
     torch.manual_seed(0)
-    # float64: the split rows' smaller GEMMs round differently in float32; the algorithm must agree exactly
-    cell = perturbed(get_cell(name)(input_size=5, hidden_size=256, num_layers=2, **options)).double().eval()
-    x = torch.randn(40, 9, 5, dtype=torch.float64)   # split when hidden >= 256 and >= 16 rows a thread
+    # float64: the split rows' GEMMs round differently in float32; the algorithm must agree exactly
+    cell = perturbed(get_cell(name)(input_size=5, hidden_size=16, num_layers=2, **options)).double().train(training)
+    x = torch.randn(40, 9, 5, dtype=torch.float64)  # split from 16 rows a thread
     lengths = torch.randint(1, 10, (40,))
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        with fast.use_backend("cpp"), torch.no_grad():
-            split_outputs, split_state = cell(x, lengths)
-    finally:
-        torch.set_num_threads(threads)
+    with fast.use_backend("cpp"):
+        split = run_with_threads(2, lambda: outputs_and_gradients(cell, x, lengths, training))
     with fast.use_backend("step"):
-        outputs, state = cell(x, lengths)
-    assert_relative(split_outputs, outputs, 1e-10, "outputs")
-    assert_relative(split_state, state, 1e-10, "state")
+        expected = outputs_and_gradients(cell, x, lengths, training)
+    for index, (actual, wanted) in enumerate(zip(split, expected, strict=True)):
+        assert_relative(actual, wanted, 1e-10, f"result {index}")
+
+
+ONEDNN_CONFIGS = {key: CONFIGS[key] for key in ("gres_rnn", "res_rnn linear relu tanh")} | {
+    "res_rnn batch norm": ("res_rnn", dict(batch_norm=True))}
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("config", ONEDNN_CONFIGS)
+def test_onednn_step_gemm_from_hidden_size_256_in_float32_gives_the_same_results(config, training, monkeypatch):
+    """float32, hidden_size >= 256: oneDNN multiplies by [U; ...] each step (as nn.LSTM's kernel); RRN_ONEDNN=0: MKL."""
+    if not cpp_available():
+        pytest.skip("the C++ extension cannot be built here (no compiler or ninja)")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+    name, options = ONEDNN_CONFIGS[config]
+    torch.manual_seed(0)
+    cell = get_cell(name)(input_size=8, hidden_size=256, **options).train(training)
+    layer = cell.layers[0][0]
+    assert fast.step_gemm(layer.weight_hh.double(), "cpp") == "ATen"
+    assert fast.step_gemm(layer.weight_hh[:, :128], "cpp") == "ATen"
+    x, lengths = torch.randn(6, 12, 8), torch.tensor([12, 3, 7, 12, 1, 9])  # batch norm: >= 2 running each step
+    results = {}
+    for which, onednn_setting in (("cpp", "1"), ("cpp", "0"), ("step", "1")):
+        monkeypatch.setenv("RRN_ONEDNN", onednn_setting)
+        with fast.use_backend(which):
+            results[which, onednn_setting] = outputs_and_gradients(copy.deepcopy(cell), x, lengths, training)
+    assert fast.step_gemm(layer.weight_hh, "cpp") == "oneDNN"
+    monkeypatch.setenv("RRN_ONEDNN", "0")
+    assert fast.step_gemm(layer.weight_hh, "cpp") == "ATen"
+    onednn, mkl, expected = results["cpp", "1"], results["cpp", "0"], results["step", "1"]
+    for index, (actual, other, wanted) in enumerate(zip(onednn, mkl, expected, strict=True)):
+        assert_relative(actual, wanted, 1e-5, f"oneDNN result {index}")
+        assert_relative(other, wanted, 1e-5, f"MKL result {index}")
+
 
 def test_what_is_not_on_the_fast_path_runs_step_by_step():
     x = torch.randn(2, 3, 4)

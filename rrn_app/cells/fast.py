@@ -17,11 +17,21 @@ activations (and gate values, batch norm's normalized values) — no per-step au
 
 Backends, chosen once per process (`backend()`):
 
-- "cpp": the time loop in a small C++ extension of ATen calls (no pybind11; about 13 s of CPU to build with the
+- "cpp": the time loop in a small C++ extension of ATen calls (no pybind11; about 15 s of CPU to build with the
   system compiler and ninja at first use, cached in torch's extensions folder, TORCH_EXTENSIONS_DIR);
 - "python": the same algorithm with the loop in Python (this module's `python_forward`/`python_backward`), used
   when the extension cannot be built (no compiler or ninja: a warning says so once), or with `RRN_FAST_CELLS=0`;
 - "step": `RRN_FAST_CELLS=step` turns the fast path off: the step-wise `Recurrence` loop with autograd.
+
+How the C++ loop uses the CPU (each choice measured with rrn-bench, see the README's Speed section):
+
+- the per-step GEMM: float32 with hidden_size >= 256 goes to oneDNN's matmul with the weight reordered once per
+  call into its blocked layout (what nn.LSTM's oneDNN kernel gets; `step_gemm` tells; `RRN_ONEDNN=0` turns it
+  off), otherwise to ATen's mm (MKL);
+- several threads: with ATen's GEMM, each thread takes its share of the batch rows through all the steps, forward
+  and backward, in one parallel region (rows are independent; batch norm excepted); with oneDNN, oneDNN's
+  parallel GEMM and a serial elementwise pass per step. The extension is compiled with OpenMP (torch's own
+  runtime) for that; a compiler without OpenMP gives a one-thread loop around torch's parallel GEMMs.
 
 Recurrent batch norm (batch_norm.py) is on the fast path too: the U s_{t-1} columns of P are normalized in place
 each step (training: the statistics of the sequences still running; evaluation: the running estimates of the
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -45,6 +56,7 @@ import torch
 ENV = "RRN_FAST_CELLS"
 SOURCE = Path(__file__).with_name("csrc") / "residual_recurrence.cpp"
 EXTENSION = "rrn_fast_cells"
+OPENMP_FLAG = "-fopenmp"  # without OpenMP (a compiler lacking it: tried next) the loops run on one thread
 ACTIVATION = {"tanh": 0, "relu": 1}
 OUTPUT_ACTIVATION = {"identity": 0, "tanh": 1}
 
@@ -62,6 +74,12 @@ def _build() -> bool:
     return _built
 
 
+def _torch_uses_openmp() -> bool:
+    """torch's threads are OpenMP's: at::parallel_for (inlined from ATen's headers) runs in parallel only when the
+    extension is compiled with OpenMP too — then it shares torch's OpenMP runtime (libgomp.so.1, already loaded)."""
+    return sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
 def _try_build() -> bool:
     from torch.utils import cpp_extension
 
@@ -71,12 +89,13 @@ def _try_build() -> bool:
     elif shutil.which(os.environ.get("CXX", "c++")) is None:
         problem = "no C++ compiler found (set CXX or install g++)"
     else:
-        try:
-            cpp_extension.load(EXTENSION, [str(SOURCE)], extra_cflags=["-O3"], is_python_module=False,
-                               verbose=False)
-            return True
-        except Exception as error:  # a broken toolchain must not stop training
-            problem = f"building it failed: {type(error).__name__}: {str(error).strip()[-600:]}"
+        for flags in ([OPENMP_FLAG], []) if _torch_uses_openmp() else ([],):
+            try:
+                cpp_extension.load(EXTENSION, [str(SOURCE)], extra_cflags=["-O3", *flags], extra_ldflags=flags,
+                                   is_python_module=False, verbose=False)
+                return True
+            except Exception as error:  # a broken toolchain must not stop training
+                problem = f"building it failed: {type(error).__name__}: {str(error).strip()[-600:]}"
     warnings.warn(f"rrn: the C++ fast path of res_rnn/gres_rnn is unavailable, using the pure PyTorch one "
                   f"(slower): {problem}. Set {ENV}=0 to choose it and silence this warning.", RuntimeWarning,
                   stacklevel=3)
@@ -254,6 +273,11 @@ def python_backward(grad, states, acts, gates, weight, mask, activation, output_
     dweight = dz_all.view(T * B, R).t() @ states[:T].reshape(T * B, H)
     dgamma = None if gamma is None else (dpre_all[:, :, :kH] * zhat).sum((0, 1))
     return [dpre_all[:, :, :kH], carry, dweight, dgamma]
+
+
+def step_gemm(weight: torch.Tensor, which: str) -> str:
+    """What multiplies the state by this layer's recurrent weight [U; ...] each step: "oneDNN" or "ATen"."""
+    return torch.ops.rrn_fast_cells.step_gemm(weight) if which == "cpp" else "ATen"
 
 
 def _ops(name: str):

@@ -1,8 +1,9 @@
 // The time loop of res_rnn / gres_rnn (rrn_app/cells/fast.py), forward and back-propagation through time, in C++.
 //
 // ATen calls for the GEMMs (no pybind11, no CUDA code: it builds in seconds). On CPU the elementwise part of each
-// step is one fused pass over the rows (below); on other devices it is ATen ops. fast.py holds the same
-// algorithm in Python (the fallback) and documents it.
+// step is one fused pass over the rows (below), the step's GEMM oneDNN's from hidden size 256 in float32
+// (StepProduct), and with several threads each thread runs its own batch rows through all steps (split_by_rows);
+// on other devices it is ATen ops. fast.py holds the same algorithm in Python (the fallback) and documents it.
 //
 //   P    = s_{t-1} W^T,  W = [U; (U_g;) (W_im)]               one GEMM per step
 //   a    = act(P_c + xp_c)       g = sigmoid(P_g + xp_g)      (gated only)
@@ -10,11 +11,16 @@
 //   s_t  = s' where t < length, else s_{t-1}
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace {
@@ -135,6 +141,75 @@ RRN_VECTOR_CLONES void backward_rows(const Step& k, int64_t begin, int64_t end, 
 // rows per task: a step splits over threads only when it is large (each split is a fork and join per step)
 int64_t grain(int64_t H) { return std::max<int64_t>(1, 131072 / std::max<int64_t>(H, 1)); }
 
+// --- the per-step GEMM -----------------------------------------------------------------------------------------
+
+// x weight^T for every step with one weight. Default: at::mm_out (MKL on CPU). Float32 on CPU with both sides of the
+// weight >= 256: oneDNN's matmul (torch's mkldnn::_linear_pointwise) with the weight reordered into oneDNN's blocked
+// layout once per call of the op — what torch.nn.LSTM's CPU kernel (oneDNN's RNN) gets. Measured at B=64, H=512:
+// 1.3x MKL's GEMM with 2 threads, 1.2x with 1; at H=128 no faster. Reached through the dispatcher, so a torch
+// built without oneDNN keeps at::mm_out. RRN_ONEDNN=0 turns it off.
+struct OneDnnOps {
+  std::optional<c10::OperatorHandle> linear = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
+  std::optional<c10::OperatorHandle> reorder =
+      c10::Dispatcher::singleton().findOp({"mkldnn::_reorder_linear_weight", ""});
+};
+
+const OneDnnOps& onednn_ops() {
+  static const OneDnnOps ops;
+  return ops;
+}
+
+bool use_onednn(const at::Tensor& weight) {
+  const char* setting = std::getenv("RRN_ONEDNN");
+  const auto& ops = onednn_ops();
+  return (setting == nullptr || std::string(setting) != "0") && ops.linear.has_value() && ops.reorder.has_value() &&
+         weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.dim() == 2 &&
+         std::min(weight.size(0), weight.size(1)) >= 256;
+}
+
+class StepProduct {
+ public:
+  StepProduct(const at::Tensor& weight, int64_t batch) : weight_t_(weight.t()) {
+    if (!use_onednn(weight)) return;
+    torch::jit::Stack stack{weight.contiguous(), c10::IValue(batch)};
+    onednn_ops().reorder->callBoxed(&stack);
+    packed_ = stack[0].toTensor();
+  }
+  // (addend +) x weight^T: into `out` (returned) with at::mm_out; a fresh tensor with oneDNN
+  at::Tensor operator()(const at::Tensor& x, at::Tensor& out, const at::Tensor& addend = at::Tensor()) const {
+    if (!onednn()) return addend.defined() ? at::addmm_out(out, addend, x, weight_t_) : at::mm_out(out, x, weight_t_);
+    torch::jit::Stack stack{x, packed_, c10::IValue(), c10::IValue(std::string("none")),
+                            c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue(std::string(""))};
+    onednn_ops().linear->callBoxed(&stack);
+    auto result = stack[0].toTensor();
+    return addend.defined() ? result.add_(addend) : result;
+  }
+  bool onednn() const { return packed_.defined(); }
+
+ private:
+  at::Tensor weight_t_, packed_;
+};
+
+// With several threads, each thread takes its share of the batch rows through every step — their GEMM and their
+// elementwise pass — in one parallel region: the rows of a batch are independent of each other (batch norm, which
+// needs all of them each step, excepted), so nothing waits between steps. One parallel GEMM and an elementwise pass
+// per step measured 1.15x slower (2 threads, B=64, H=128, gres_rnn inference). Not with oneDNN (H >= 256): its
+// parallel GEMM is faster than two single-threaded ones.
+bool split_by_rows(int64_t B, const StepProduct& product) {
+  const int64_t threads = at::get_num_threads();
+  return threads > 1 && B >= 16 * threads && !product.onednn();
+}
+
+template <typename F>
+void for_each_thread_rows(int64_t B, const F& body) {
+  const int64_t threads = at::get_num_threads();
+  const at::ThreadLocalState caller;  // this op's dispatch state (autograd off): worker threads start without it
+  at::parallel_for(0, B, (B + threads - 1) / threads, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard same_state(caller);
+    body(begin, end);
+  });
+}
+
 // --- the same on any device, with ATen ops -------------------------------------------------------------------------
 
 void activate(at::Tensor out, const at::Tensor& in, int64_t activation) {
@@ -190,7 +265,8 @@ std::vector<at::Tensor> forward(const at::Tensor& xp, const at::Tensor& s0, cons
   auto acts = need_grad ? at::empty({T, B, H}, options) : at::empty({B, H}, options);
   at::Tensor gates;
   if (gated) gates = need_grad ? at::empty({T, B, H}, options) : at::empty({B, H}, options);
-  auto pre = at::empty({B, R}, options);
+  auto pre_buffer = at::empty({B, R}, options);
+  auto pre = pre_buffer;  // P of the step: pre_buffer, or the product's own tensor
   const bool masked = mask.has_value() && mask->defined();
   const auto wt = weight.t();
   Norm norm;
@@ -223,30 +299,30 @@ std::vector<at::Tensor> forward(const at::Tensor& xp, const at::Tensor& s0, cons
   if (xp.device().is_cpu()) {
     const Step k{B, H, R, kH, activation, output_activation, gated, linear};
     const at::Tensor mask_bool = masked ? mask->to(at::kBool).contiguous() : at::Tensor();
-    // Inference with several threads: one parallel region per step, each thread the GEMM and the elementwise pass
-    // of its own rows. Alternating a parallel GEMM with a serial elementwise pass leaves the second thread asleep
-    // for most of each step (measured at H=512: two threads gained 1.1x that way, 1.5x split by rows; at H=128 the
-    // split rows' small GEMMs lose more than they gain).
-    const int64_t threads = at::get_num_threads();
-    const bool split_rows = !need_grad && !norm.on() && threads > 1 && B >= 16 * threads && H >= 256;  // measured
+    const StepProduct product(weight, B);
+    const bool by_rows = split_by_rows(B, product) && !norm.on();
     AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "rrn_fast_cells_forward", [&] {
-      for (int64_t t = 0; t < T && split_rows; ++t) {
+      if (by_rows) {  // each thread its own rows through all the steps (see split_by_rows)
         const scalar_t* p = pre.data_ptr<scalar_t>();
-        const scalar_t* x = xp[t].data_ptr<scalar_t>();
-        const auto state = states[t];
-        const scalar_t* s = state.data_ptr<scalar_t>();
-        scalar_t* next = states[t + 1].data_ptr<scalar_t>();
+        const scalar_t* x = xp.data_ptr<scalar_t>();
+        scalar_t* s = states.data_ptr<scalar_t>();
         scalar_t* a = acts.data_ptr<scalar_t>();
         scalar_t* g = gated ? gates.data_ptr<scalar_t>() : nullptr;
-        const bool* m = masked ? mask_bool[t].data_ptr<bool>() : nullptr;
-        at::parallel_for(0, B, (B + threads - 1) / threads, [&](int64_t begin, int64_t end) {
+        const bool* m = masked ? mask_bool.data_ptr<bool>() : nullptr;
+        const int64_t kept = need_grad ? B * H : 0;  // acts and gates: every step's, or one step's scratch
+        for_each_thread_rows(B, [&](int64_t begin, int64_t end) {
           auto rows = pre.narrow(0, begin, end - begin);
-          at::mm_out(rows, state.narrow(0, begin, end - begin), wt);
-          forward_rows<scalar_t>(k, begin, end, p, x, s, next, a, g, m);
+          for (int64_t t = 0; t < T; ++t) {
+            at::mm_out(rows, states.select(0, t).narrow(0, begin, end - begin), wt);
+            forward_rows<scalar_t>(k, begin, end, p, x + t * B * kH, s + t * B * H, s + (t + 1) * B * H,
+                                   a + t * kept, g == nullptr ? nullptr : g + t * kept,
+                                   m == nullptr ? nullptr : m + t * B);
+          }
         });
+        return;
       }
-      for (int64_t t = 0; t < T && !split_rows; ++t) {
-        at::mm_out(pre, states[t], wt);
+      for (int64_t t = 0; t < T; ++t) {
+        pre = product(states[t], pre_buffer);
         step_norm(t);
         const scalar_t* p = pre.data_ptr<scalar_t>();
         const scalar_t* x = xp[t].data_ptr<scalar_t>();
@@ -352,7 +428,31 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& state
   if (grad.device().is_cpu()) {
     const Step k{B, H, R, kH, activation, output_activation, gated, linear};
     const at::Tensor mask_bool = masked ? mask->to(at::kBool).contiguous() : at::Tensor();
+    const StepProduct product(weight.t(), B);  // dz W
+    auto product_buffer = at::empty({B, H}, options);
+    const bool by_rows = split_by_rows(B, product) && !normed;
     AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "rrn_fast_cells_backward", [&] {
+      if (by_rows) {  // each thread its own rows back through all the steps (see split_by_rows)
+        const scalar_t* gr = grad.data_ptr<scalar_t>();
+        const scalar_t* c = carry.data_ptr<scalar_t>();
+        const scalar_t* s = states.data_ptr<scalar_t>();
+        const scalar_t* a = acts.data_ptr<scalar_t>();
+        const scalar_t* g = gated ? gates.data_ptr<scalar_t>() : nullptr;
+        const bool* m = masked ? mask_bool.data_ptr<bool>() : nullptr;
+        scalar_t* d = dpre_all.data_ptr<scalar_t>();
+        scalar_t* pass = passed.data_ptr<scalar_t>();
+        for_each_thread_rows(B, [&](int64_t begin, int64_t end) {
+          auto carry_rows = carry.narrow(0, begin, end - begin);
+          const auto passed_rows = passed.narrow(0, begin, end - begin);
+          for (int64_t t = T - 1; t >= 0; --t) {
+            backward_rows<scalar_t>(k, begin, end, gr + t * B * H, c, s + (t + 1) * B * H, a + t * B * H,
+                                    g == nullptr ? nullptr : g + t * B * H, m == nullptr ? nullptr : m + t * B,
+                                    d + t * B * R, pass);
+            at::addmm_out(carry_rows, passed_rows, dpre_all.select(0, t).narrow(0, begin, end - begin), weight);
+          }
+        });
+        return;
+      }
       for (int64_t t = T - 1; t >= 0; --t) {
         const scalar_t* gr = grad[t].data_ptr<scalar_t>();
         const scalar_t* c = carry.data_ptr<scalar_t>();
@@ -365,7 +465,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& state
         at::parallel_for(0, B, grain(H), [&](int64_t begin, int64_t end) {
           backward_rows<scalar_t>(k, begin, end, gr, c, next, a, g, m, d, pass);
         });
-        at::addmm_out(carry, passed, through_norm(dpre_all[t], t), weight);
+        carry = product(through_norm(dpre_all[t], t), product_buffer, passed);
       }
     });
   } else {
@@ -418,6 +518,19 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& state
   return {dpre_all.narrow(2, 0, kH), carry, dweight, dgamma};
 }
 
+// What multiplies by this weight each step: "oneDNN" or "ATen" (MKL on CPU)
+std::string step_gemm(const at::Tensor& weight) { return use_onednn(weight) ? "oneDNN" : "ATen"; }
+
+// Whether at::parallel_for here runs on several threads: built with OpenMP (or torch's parallel backend is not
+// OpenMP, whose at::parallel_for is not inlined from the headers)
+bool parallel() {
+#if defined(_OPENMP) || !AT_PARALLEL_OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rrn_fast_cells, m) {
@@ -426,6 +539,10 @@ TORCH_LIBRARY(rrn_fast_cells, m) {
   m.def("backward(Tensor grad, Tensor states, Tensor acts, Tensor? gates, Tensor weight, Tensor? mask, "
         "int activation, int output_activation, bool gated, bool linear, int kH, Tensor? gamma, Tensor? zhat, "
         "Tensor? inv, bool norm_training) -> Tensor[]");
+  m.def("step_gemm(Tensor weight) -> str");
+  m.def("parallel() -> bool");
   m.impl("forward", c10::DispatchKey::CompositeExplicitAutograd, &forward);
+  m.impl("step_gemm", c10::DispatchKey::CompositeExplicitAutograd, &step_gemm);
+  m.impl("parallel", c10::DispatchKey::CompositeExplicitAutograd, &parallel);
   m.impl("backward", c10::DispatchKey::CompositeExplicitAutograd, &backward);
 }
