@@ -255,18 +255,19 @@ def backend_context(model: Model):
 
 
 def path_of(model: Model, x: torch.Tensor) -> str:
-    """What runs the model: PyTorch's kernel (nn.LSTM/nn.GRU: cuDNN on CUDA, oneDNN's RNN on CPU in float32), or for
-    res_rnn/gres_rnn the fast-path backend and, for "cpp", its per-step GEMM when that is oneDNN's."""
+    """What runs the model: PyTorch's kernel (cuDNN on CUDA; on CPU oneDNN's RNN for nn.LSTM in float32, ATen's loop
+    otherwise), or for res_rnn/gres_rnn the fast-path backend and, for "cpp", its per-step GEMM when that is oneDNN's."""
     from rrn_app.cells import fast
 
-    if model.kind in BASELINES:
+    lstm_kernel = model.kind in ("nn.LSTM", "lstm", "res_lstm")  # cells built on nn.LSTM itself
+    if model.kind in BASELINES or model.kind in ("lstm", "gru", "rnn", "res_lstm"):
         if x.is_cuda:
             return "cuDNN" if torch.backends.cudnn.enabled else "aten"
         onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and x.dtype == torch.float32
-        return "oneDNN" if onednn else "aten"
+        return "oneDNN" if lstm_kernel and onednn else "aten"
     layers = [m for m in model.module.modules() if hasattr(m, "fast_backend")]
     if not layers:
-        return "python/autograd" if model.kind not in ("lstm", "gru", "rnn", "res_lstm", "rrn") else "aten"
+        return "aten" if model.kind == "rrn" else "python/autograd"
     with backend_context(model):
         which = layers[0].fast_backend(x)
     if which == "cpp" and fast.step_gemm(layers[0].weight_hh, which) == "oneDNN":

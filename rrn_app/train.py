@@ -212,7 +212,6 @@ def _hydra_entry():
         except UserError as error:
             print(f"rrn-train: error: {error}", file=sys.stderr)
             sys.exit(2)
-        import lightning as L  # noqa: F401
 
         if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
             print(run_dir.resolve(), flush=True)

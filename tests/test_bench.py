@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from rrn_app import bench
 
@@ -25,7 +26,9 @@ def test_tiny_run_writes_json_and_markdown_with_lstm_ratios(tmp_path, capsys):
                                                            / rows["nn.LSTM"][mode]["tokens_per_second"])
             assert stats["peak_bytes"] is not None and stats["peak_bytes"] >= 0
     assert rows["nn.LSTM"]["train"]["ratio_to_lstm"] == 1.0
-    assert rows["res_rnn"]["path"] in ("cpp", "python")
+    assert rows["res_rnn"]["path"] in ("cpp", "python")  # hidden 4: ATen's GEMM (oneDNN's from 256, "cpp+oneDNN")
+    assert rows["nn.LSTM"]["path"] == ("oneDNN" if torch.backends.mkldnn.is_available() else "aten")
+    assert rows["nn.GRU"]["path"] == "aten"  # nn.GRU has no oneDNN kernel on CPU
     assert len(report["started"]["loadavg"]) == 3 and report["machine"]["torch"]
     markdown = (tmp_path / "bench.md").read_text()
     assert "rrn-bench cells=res_rnn" in markdown and "| vs nn.LSTM |" in markdown

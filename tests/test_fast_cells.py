@@ -249,6 +249,13 @@ def test_what_is_not_on_the_fast_path_runs_step_by_step():
 
         assert Custom(4, 5).fast_backend(x) == "step"  # a subclass with its own step keeps its own step
 
+        class Variant(type(get_cell("res_rnn")(input_size=4, hidden_size=5).layers[0][0])):
+            def reset_parameters(self):  # its own initialisation, the same equations
+                super().reset_parameters()
+                torch.nn.init.orthogonal_(self.weight_hh)
+
+        assert Variant(4, 5).fast_backend(x) == "python"  # ... and one that keeps step stays on the fast path
+
 
 BATCH_NORM_CONFIGS = {
     "res_rnn": ("res_rnn", dict(batch_norm=True, batch_norm_max_length=3)),

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{cell['name']:<12} {cell['summary']}")
         print(f"{'':<12} from: {cell['source']} ({cell['class']})")
         print(f"{'':<12} options: {options}")
-    print(f"\nUse one with: rrn-train cell=<name> cell.<option>=<value>")
+    print("\nUse one with: rrn-train cell=<name> cell.<option>=<value>")
 
 
 if __name__ == "__main__":
