@@ -318,6 +318,31 @@ def test_batch_norm_fast_path_gradcheck_float64(backend):
                          (x, *values))
 
 
+DEVICE_LOOP_CONFIGS = CONFIGS | {f"{key} batch norm": value for key, value in BATCH_NORM_CONFIGS.items()}
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("config", DEVICE_LOOP_CONFIGS)
+def test_the_loop_a_gpu_runs_gives_the_same_results(config, training, monkeypatch):
+    """The C++ loop of ATen ops that CUDA runs (RRN_FAST_CELLS_DEVICE_LOOP=1 runs it on CPU): float64, padded,
+    both directions, every output, gradient and running estimate against the step-by-step loop."""
+    if not cpp_available():
+        pytest.skip("the C++ extension cannot be built here (no compiler or ninja)")
+    name, options = DEVICE_LOOP_CONFIGS[config]
+    torch.manual_seed(0)
+    base = perturbed(get_cell(name)(input_size=5, hidden_size=6, num_layers=2, bidirectional=True, **options))
+    base = base.double().train(training)
+    x, lengths = torch.randn(5, 7, 5, dtype=torch.float64), torch.tensor([7, 3, 5, 1, 6])
+    results = {}
+    for which, device_loop in (("cpp", "1"), ("step", "0")):
+        monkeypatch.setenv("RRN_FAST_CELLS_DEVICE_LOOP", device_loop)
+        cell = copy.deepcopy(base)
+        with fast.use_backend(which):
+            results[which] = outputs_and_gradients(cell, x, lengths, training) + list(cell.buffers())
+    for index, (actual, expected) in enumerate(zip(results["cpp"], results["step"], strict=True)):
+        assert_relative(actual, expected, 1e-10, f"result {index}")
+
+
 def test_no_ninja_falls_back_to_pure_pytorch_with_one_warning(monkeypatch):
     from torch.utils import cpp_extension
 

@@ -33,6 +33,9 @@ How the C++ loop uses the CPU (each choice measured with rrn-bench, see the READ
   parallel GEMM and a serial elementwise pass per step. The extension is compiled with OpenMP (torch's own
   runtime) for that; a compiler without OpenMP gives a one-thread loop around torch's parallel GEMMs.
 
+On other devices (CUDA) the C++ loop is ATen ops: one GEMM and a few elementwise kernels per step;
+`RRN_FAST_CELLS_DEVICE_LOOP=1` runs that loop on CPU too, which is how the tests check it without a GPU.
+
 Recurrent batch norm (batch_norm.py) is on the fast path too: the U s_{t-1} columns of P are normalized in place
 each step (training: the statistics of the sequences still running; evaluation: the running estimates of the
 step), its backward pass is written out per step, and the running estimates are updated after the loop from the

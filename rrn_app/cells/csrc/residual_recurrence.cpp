@@ -210,6 +210,13 @@ void for_each_thread_rows(int64_t B, const F& body) {
   });
 }
 
+// The CPU loops above, or (any other device) the loops below of ATen ops. RRN_FAST_CELLS_DEVICE_LOOP=1 runs the
+// latter on CPU too: how the tests check, without a GPU, the algorithm a GPU runs.
+bool cpu_kernels(const at::Tensor& tensor) {
+  const char* setting = std::getenv("RRN_FAST_CELLS_DEVICE_LOOP");
+  return tensor.device().is_cpu() && (setting == nullptr || std::string(setting) != "1");
+}
+
 // --- the same on any device, with ATen ops -------------------------------------------------------------------------
 
 void activate(at::Tensor out, const at::Tensor& in, int64_t activation) {
@@ -296,7 +303,7 @@ std::vector<at::Tensor> forward(const at::Tensor& xp, const at::Tensor& s0, cons
   auto results = [&]() -> std::vector<at::Tensor> {
     return {states, acts, gates, norm.zhat, norm.mean, norm.var, norm.inv};
   };
-  if (xp.device().is_cpu()) {
+  if (cpu_kernels(xp)) {
     const Step k{B, H, R, kH, activation, output_activation, gated, linear};
     const at::Tensor mask_bool = masked ? mask->to(at::kBool).contiguous() : at::Tensor();
     const StepProduct product(weight, B);
@@ -425,7 +432,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& state
   auto dpre_all = at::empty({T, B, R}, options);
   auto carry = at::zeros({B, H}, options);  // dL/ds_t through step t+1
   auto passed = at::empty({B, H}, options);
-  if (grad.device().is_cpu()) {
+  if (cpu_kernels(grad)) {
     const Step k{B, H, R, kH, activation, output_activation, gated, linear};
     const at::Tensor mask_bool = masked ? mask->to(at::kBool).contiguous() : at::Tensor();
     const StepProduct product(weight.t(), B);  // dz W
