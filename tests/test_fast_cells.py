@@ -360,6 +360,21 @@ def test_no_ninja_falls_back_to_pure_pytorch_with_one_warning(monkeypatch):
         assert cell(torch.randn(2, 5, 3))[0].shape == (2, 5, 4)
 
 
+def test_a_compiler_without_openmp_still_builds_the_extension_for_one_thread(tmp_path):
+    """The build tries OpenMP first; where the compiler refuses it, the same source builds without (a fresh
+    extensions folder, in a subprocess: about 15 s of compiling)."""
+    if not cpp_available():
+        pytest.skip("the C++ extension cannot be built here (no compiler or ninja)")
+    code = ("import warnings; warnings.simplefilter('error'); import torch; from rrn_app.cells import fast;"
+            "fast.OPENMP_FLAG = '-fno-such-openmp-option';"  # what a compiler without OpenMP makes of -fopenmp
+            "print(fast.backend(), torch.ops.rrn_fast_cells.parallel() if fast.backend() == 'cpp' else None)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    openmp_torch = fast._torch_uses_openmp()
+    assert done.stdout.split() == ["cpp", "False" if openmp_torch else "True"]
+
+
 @pytest.mark.parametrize("setting, expected", [("0", "python"), ("step", "step")])
 def test_environment_variable_chooses_the_path_without_building(setting, expected):
     code = ("import warnings; warnings.simplefilter('error'); from rrn_app.cells import fast, get_cell; import torch;"
