@@ -140,3 +140,16 @@ def test_corrupt_file_names_the_line(tmp_path, data_root):
 def test_bad_options(data_root, options, key):
     with pytest.raises(InvalidOption, match=rf"^{key}="):
         SSTDataModule(root=str(data_root), **options)
+
+
+@pytest.mark.parametrize("module", ["sst", "imdb", "atis"])
+def test_a_missing_vectors_file_stops_before_any_data_is_read(module, tmp_path, data_root):
+    from rrn_app.data.atis import ATISDataModule
+    from rrn_app.data.imdb import IMDBDataModule
+
+    data_module = {"sst": SSTDataModule, "imdb": IMDBDataModule, "atis": ATISDataModule}[module]
+    missing = tmp_path / "glove.6B.300d.txt"
+    with pytest.raises(MissingDataError, match=r"word vectors not found: .*glove\.6B\.300d\.txt.*task\.data\.vectors=null"):
+        data_module(root=str(data_root), vectors=str(missing))
+    with pytest.raises(MissingDataError, match="word vectors not found"):  # and where the vectors are read
+        load_vectors(missing, Vocabulary.build([["a"]], min_freq=1), 4)

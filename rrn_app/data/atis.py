@@ -19,7 +19,7 @@ import torch
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
-from rrn_app.data.text import Vocabulary, pad_batch, pad_sequences
+from rrn_app.data.text import Vocabulary, pad_batch, pad_sequences, require_vectors
 from rrn_app.data.words import WordDataModule
 from rrn_app.validation import MissingDataError, UserError
 
@@ -87,11 +87,8 @@ class ATISDataModule(WordDataModule):
                         f"test/, each with seq.in, seq.out and label, in {self.folder}/ (from {SOURCE_URL}), or "
                         "point data.root at a folder that holds atis/ (e.g. data.root=../shared/data)."
                     )
-        if vectors and not Path(vectors).is_file():
-            raise MissingDataError(
-                f"word vectors not found: {vectors}. Set task.data.vectors to a GloVe text file "
-                "(https://nlp.stanford.edu/projects/glove/) or task.data.vectors=null to learn embeddings from scratch."
-            )
+        if vectors:
+            require_vectors(vectors)
         self.splits = None
 
     def _load_split(self, split: str):

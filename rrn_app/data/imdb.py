@@ -24,7 +24,7 @@ import torch
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
-from rrn_app.data.text import PAD, UNK, Vocabulary
+from rrn_app.data.text import PAD, UNK, Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
 from rrn_app.validation import MissingDataError, UserError
 
@@ -145,11 +145,8 @@ class IMDBDataModule(WordDataModule):
                     f"{SOURCE_URL}) in {self.folder}/, or point data.root at a folder that holds imdb/ "
                     "(e.g. data.root=../shared/data)."
                 )
-        if vectors and not Path(vectors).is_file():
-            raise MissingDataError(
-                f"word vectors not found: {vectors}. Set task.data.vectors to a GloVe text file "
-                "(https://nlp.stanford.edu/projects/glove/) or task.data.vectors=null to learn embeddings from scratch."
-            )
+        if vectors:
+            require_vectors(vectors)
         self.splits = None
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
-from rrn_app.data.text import Vocabulary
+from rrn_app.data.text import Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
 from rrn_app.validation import MissingDataError, UserError
 
@@ -70,11 +70,8 @@ class SSTDataModule(WordDataModule):
                     f"test.txt in {self.folder}/ (from {SOURCE_URL}, folder trees/), or point data.root at a "
                     "folder that holds sst/ (e.g. data.root=../shared/data)."
                 )
-        if vectors and not Path(vectors).is_file():
-            raise MissingDataError(
-                f"word vectors not found: {vectors}. Set task.data.vectors to a GloVe text file "
-                "(https://nlp.stanford.edu/projects/glove/) or task.data.vectors=null to learn embeddings from scratch."
-            )
+        if vectors:
+            require_vectors(vectors)
         self.splits = None
 
     @property

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from rrn_app.validation import UserError
+from rrn_app.validation import MissingDataError, UserError
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -34,19 +34,24 @@ class Vocabulary:
         return [self.stoi.get(token, unknown) for token in tokens]
 
 
+def require_vectors(path: str | Path) -> Path:
+    """The word-vectors file, or an error naming it and the fix (the DataModules check it before reading data)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(
+            f"word vectors not found: {path}. Set task.data.vectors to a GloVe text file, plain or .gz "
+            "(https://nlp.stanford.edu/projects/glove/), or task.data.vectors=null to learn embeddings from scratch."
+        )
+    return path
+
+
 def load_vectors(path: str | Path, vocabulary: Vocabulary, dim: int, seed: int = 0):
     """An embedding matrix [len(vocabulary), dim] from a GloVe-format text file (plain or .gz).
 
     Words the file lacks are drawn uniform in [-0.05, 0.05] (Pradhan & Longpre 4.2); padding is zero.
     Returns (matrix, number of vocabulary words found in the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"pretrained word vectors not found at {path}. Point the vectors path option at a GloVe text file "
-            "(e.g. glove.840B.300d.txt from https://nlp.stanford.edu/projects/glove/) or set it to null to "
-            "train the embeddings from scratch."
-        )
+    path = require_vectors(path)
     generator = torch.Generator().manual_seed(seed)
     matrix = torch.empty(len(vocabulary), dim).uniform_(-0.05, 0.05, generator=generator)
     matrix[0] = 0.0
