@@ -14,6 +14,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
 
+import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
@@ -62,3 +63,41 @@ def compose_config(tmp_path):
             return compose(config_name="config", overrides=[f"run_dir={tmp_path / 'run'}", *overrides])
 
     return compose_with
+
+
+class BatchRecorder(L.LightningModule):
+    """Records the batches of every training epoch and how often validation ran; learns nothing."""
+
+    def __init__(self, train_loader=None):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.make_loader, self.epochs, self.validations = train_loader, [], 0
+
+    def train_dataloader(self):  # without a datamodule
+        return self.make_loader()
+
+    def on_train_epoch_start(self):
+        self.epochs.append([])
+
+    def training_step(self, batch, batch_index):
+        self.epochs[-1].append(batch.tolist() if torch.is_tensor(batch) else None)  # the indices, or a mark
+        return self.weight.sum() * 0.0
+
+    def validation_step(self, batch, batch_index):
+        pass
+
+    def on_validation_epoch_end(self):
+        self.validations += 1
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def run_epochs(module, epochs, tmp_path, datamodule=None, **trainer_options):
+    """`module` trained for `epochs` by a plain Lightning Trainer (what the data's samplers see across epochs)."""
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
+                        default_root_dir=tmp_path, **trainer_options)
+    trainer.fit(module, datamodule=datamodule)
+    return module
+

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import BatchRecorder, run_cli, run_epochs
 from rrn_app import music_io
 from rrn_app.data.music import KEYS, MusicDataModule, PieceWindows, WindowSampler, collate, load_pieces, piano_roll
 from rrn_app.tasks.music import FrameMetrics, MusicModel, frame_nll, parse_prime
@@ -98,6 +98,29 @@ def test_windows_cover_every_frame_once_in_order_and_carried_state_equals_whole_
         assert torch.allclose(torch.cat(carried[index]), logits[0], atol=1e-5)  # carry = one pass over the piece
     assert len(sampler) == sum(1 for _ in sampler)
 
+
+
+def test_every_epoch_trains_all_its_windows_and_validates_though_their_number_changes(tmp_path, data_root):
+    """Nottingham's 694 pieces are grouped anew each epoch, so the number of windows changes; with
+    conf/task/music.yaml's reload_dataloaders_every_n_epochs Lightning reads it again: every window of every epoch
+    trains, and validation runs at every epoch's end."""
+    from omegaconf import OmegaConf
+
+    data = MusicDataModule(root=str(data_root), dataset="nottingham", eval_batch_size=128)
+    data.setup()
+    sampler = WindowSampler([len(roll) for roll in data.pieces["train"]], data.batch_size, data.window, shuffle=True)
+    windows = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        windows.append(len(sampler))
+    assert len(set(windows)) > 1  # the case at hand
+
+    config = OmegaConf.load(Path(__file__).parents[1] / "conf" / "task" / "music.yaml")
+    module = BatchRecorder()
+    run_epochs(module, 3, tmp_path, datamodule=data, limit_val_batches=1,
+               reload_dataloaders_every_n_epochs=config.trainer.reload_dataloaders_every_n_epochs)
+    assert [len(epoch) for epoch in module.epochs] == windows
+    assert module.validations == 3
 
 def test_ddp_ranks_take_the_same_number_of_window_steps_and_share_every_frame():
     lengths = [30, 3, 12, 5, 9, 41, 7]

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
+from conftest import BatchRecorder, run_epochs
 from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.sst import SSTDataModule
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
@@ -153,3 +154,15 @@ def test_a_missing_vectors_file_stops_before_any_data_is_read(module, tmp_path, 
         data_module(root=str(data_root), vectors=str(missing))
     with pytest.raises(MissingDataError, match="word vectors not found"):  # and where the vectors are read
         load_vectors(missing, Vocabulary.build([["a"]], min_freq=1), 4)
+
+
+def test_lightning_reshuffles_the_training_batches_every_epoch(tmp_path):
+    """Lightning reaches the batch sampler's set_epoch (through its `sampler`): each epoch a new order, all once."""
+    from torch.utils.data import DataLoader
+
+    sampler = BucketBatchSampler(torch.randint(1, 20, (200,)), 8, shuffle=True, seed=0, pool_batches=5)
+    module = run_epochs(BatchRecorder(lambda: DataLoader(list(range(200)), batch_sampler=sampler)), 3, tmp_path)
+    assert len(module.epochs) == 3
+    for epoch in module.epochs:
+        assert sorted(i for batch in epoch for i in batch) == list(range(200))
+    assert module.epochs[0] != module.epochs[1] != module.epochs[2] != module.epochs[0]

@@ -21,8 +21,15 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.batch_size, self.shuffle, self.seed, self.pool_batches = batch_size, shuffle, seed, pool_batches
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
 
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose shuffle to draw (seed + epoch): the same on every rank, a new one each epoch."""
         self.epoch = epoch
+
+    @property
+    def sampler(self):
+        """Lightning sets the epoch through `dataloader.batch_sampler.sampler.set_epoch(epoch)` before every epoch
+        (never on the batch sampler itself): this batch sampler is its own sampler, so that call reaches it."""
+        return self
 
     def _all_batches(self) -> list[list[int]]:
         if not self.shuffle:

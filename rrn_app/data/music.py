@@ -201,6 +201,9 @@ class MusicDataModule(L.LightningDataModule):
         replicas, rank = self._rank()
         sampler = WindowSampler([len(r) for r in rolls], self.batch_size, self.window, shuffle=True, seed=self.seed,
                                 num_replicas=replicas, rank=rank)
+        # The number of windows depends on the epoch's grouping of pieces, and Lightning reads the length when it
+        # (re)loads this loader, before it sets the epoch: set it here (conf/task/music.yaml reloads every epoch).
+        sampler.set_epoch(self.trainer.current_epoch if self.trainer else 0)
         return DataLoader(PieceWindows(rolls, self.window), batch_sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
