@@ -60,7 +60,7 @@ from rrn_app.validation import UserError
 BASELINES = {"nn.LSTM": nn.LSTM, "nn.GRU": nn.GRU}
 BASELINE_OPTIONS = ("num_layers", "bidirectional", "dropout")  # what cell.<option> passes on to nn.LSTM/GRU
 SCALING = {"length": [100, 250, 500, 1000, 2000], "hidden": [64, 128, 256, 512, 1024]}
-GRID_KEYS = {"batch": "batch", "length": "length", "input": "input", "hidden": "hidden"}
+GRID_KEYS = ("batch", "length", "input", "hidden")
 DEFAULTS = dict(cells="", batch="64", length="100", input="128", hidden="128", threads="", mode="train,infer",
                 warmup="3", repeats="10", memory="true", device="cpu", dtype="float32", scaling="", out="",
                 seed="0", backend="")
@@ -118,11 +118,19 @@ class Settings:
     argv: list[str] = field(default_factory=list)
 
 
+def whole_numbers(key: str, text: str, least: int) -> list[int]:
+    """The comma list `text` of whole numbers >= least, or an error naming the setting."""
+    numbers = parse_list(text)
+    if not numbers or any(isinstance(v, bool) or not isinstance(v, int) or v < least for v in numbers):
+        raise BenchError(f"{key}={text!r}: must be whole numbers >= {least}, e.g. {key}={max(least, 1)}")
+    return numbers
+
+
 def parse_arguments(argv: list[str]) -> Settings:
     from rrn_app.cells import cell_info
 
     values = dict(DEFAULTS)
-    common, per_cell = {}, {}
+    common, per_cell, given = {}, {}, set()
     for argument in argv:
         if argument in ("-h", "--help", "help"):
             print(__doc__)
@@ -135,6 +143,7 @@ def parse_arguments(argv: list[str]) -> Settings:
             (common if owner == "cell" else per_cell.setdefault(owner, {}))[option] = parse_list(value)
         elif key in values:
             values[key] = value
+            given.add(key)
         else:
             raise BenchError(f"unknown setting {key!r}; known: {', '.join(sorted(values))}, cell.<option>, "
                              f"<cell>.<option>")
@@ -149,12 +158,12 @@ def parse_arguments(argv: list[str]) -> Settings:
         raise BenchError(f"scaling={scaling!r}: must be one of {', '.join(SCALING)}")
     grid = {}
     for key in GRID_KEYS:
-        grid[key] = parse_list(values[key])
-        if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in grid[key]) or not grid[key]:
-            raise BenchError(f"{key}={values[key]!r}: must be positive integers, e.g. {key}=64 or {key}=64,128")
-    if scaling and f"{scaling}=" not in " ".join(argv):
+        grid[key] = whole_numbers(key, values[key], 1)
+    if scaling and scaling not in given:
         grid[scaling] = SCALING[scaling]
-    threads = parse_list(values["threads"]) if values["threads"] else [torch.get_num_threads()]
+    threads = whole_numbers("threads", values["threads"], 1) if values["threads"] else [torch.get_num_threads()]
+    warmup, repeats, seed = (whole_numbers(key, values[key], least)[0] for key, least in
+                             (("warmup", 0), ("repeats", 1), ("seed", 0)))
     modes = [mode.strip() for mode in values["mode"].split(",") if mode.strip()]
     if not modes or set(modes) - {"train", "infer"}:
         raise BenchError(f"mode={values['mode']!r}: train, infer or train,infer")
@@ -176,10 +185,10 @@ def parse_arguments(argv: list[str]) -> Settings:
             raise BenchError("backend=cpp: the C++ extension cannot be built here (see the warning above)")
     return Settings(
         cells=cells, batch=grid["batch"], length=grid["length"], input=grid["input"], hidden=grid["hidden"],
-        threads=[int(t) for t in threads], modes=modes, warmup=int(values["warmup"]),
-        repeats=max(1, int(values["repeats"])), memory=bool(parse_value(values["memory"])), device=device,
+        threads=threads, modes=modes, warmup=warmup, repeats=repeats,
+        memory=bool(parse_value(values["memory"])), device=device,
         dtype=dtypes[values["dtype"]], scaling=scaling, out=Path(values["out"]) if values["out"] else None,
-        seed=int(values["seed"]), backends=backends, common_options=common, cell_options=per_cell,
+        seed=seed, backends=backends, common_options=common, cell_options=per_cell,
         argv=list(argv),
     )
 
@@ -202,7 +211,14 @@ def variants(options: dict[str, list]) -> list[dict]:
 
 
 def has_fast_path(name: str) -> bool:
-    return name in ("res_rnn", "gres_rnn")
+    """Whether the cell runs on the fast path of fast.py (so backend= variants apply): asked of a small instance."""
+    from rrn_app.cells import get_cell
+
+    try:
+        module = get_cell(name)(input_size=2, hidden_size=2)
+    except Exception:  # noqa: BLE001  (a plugin cell with other required arguments: no fast path to vary)
+        return False
+    return any(hasattr(m, "fast_backend") for m in module.modules())
 
 
 def model_list(settings: Settings) -> list[list[Model]]:
@@ -210,11 +226,15 @@ def model_list(settings: Settings) -> list[list[Model]]:
     from rrn_app.cells import cell_info
 
     groups = []
-    for common in variants(settings.common_options):
+    grid = variants(settings.common_options)
+    for common in grid:
         group = []
+        # several groups (a cell.<option> list): every row names its group's values, the baselines' included
+        group_tags = [f"{k}={v}" for k, v in common.items()] if len(grid) > 1 else []
         baseline_options = {k: v for k, v in common.items() if k in BASELINE_OPTIONS}
         for name in BASELINES:
-            group.append(Model(name, name, baseline_options, None))
+            group.append(Model(name + (f"[{','.join(group_tags)}]" if group_tags else ""), name, baseline_options,
+                               None))
         for name in settings.cells:
             accepted = set(cell_info(name).options())
             shared = {k: v for k, v in common.items() if k in accepted}
@@ -224,7 +244,8 @@ def model_list(settings: Settings) -> list[list[Model]]:
                     raise BenchError(f"{name} has no option {sorted(unknown)[0]!r}; its options: "
                                      f"{', '.join(sorted(accepted))}")
                 for backend in (settings.backends if has_fast_path(name) else [None]):
-                    tags = [f"{k}={v}" for k, v in own.items()] + ([f"backend={backend}"] if backend else [])
+                    tags = group_tags + [f"{k}={v}" for k, v in own.items()] + ([f"backend={backend}"] if backend
+                                                                                         else [])
                     label = name + (f"[{','.join(tags)}]" if tags else "")
                     group.append(Model(label, name, {**shared, **own}, backend))
         unused = set(common) - {k for m in group for k in m.options}
@@ -255,24 +276,27 @@ def backend_context(model: Model):
 
 
 def path_of(model: Model, x: torch.Tensor) -> str:
-    """What runs the model: PyTorch's kernel (cuDNN on CUDA; on CPU oneDNN's RNN for nn.LSTM in float32, ATen's loop
-    otherwise), or for res_rnn/gres_rnn the fast-path backend and, for "cpp", its per-step GEMM when that is oneDNN's."""
+    """What runs the model, read off its modules: for res_rnn/gres_rnn the fast-path backend (and "+oneDNN" when
+    its per-step GEMM is oneDNN's); a Python step-wise layer "python/autograd"; otherwise PyTorch's fused kernels:
+    cuDNN on CUDA, on CPU oneDNN's RNN for nn.LSTM in float32 and ATen's loop for the others."""
     from rrn_app.cells import fast
+    from rrn_app.cells.recurrence import Recurrence
 
-    lstm_kernel = model.kind in ("nn.LSTM", "lstm", "res_lstm")  # cells built on nn.LSTM itself
-    if model.kind in BASELINES or model.kind in ("lstm", "gru", "rnn", "res_lstm"):
-        if x.is_cuda:
-            return "cuDNN" if torch.backends.cudnn.enabled else "aten"
-        onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and x.dtype == torch.float32
-        return "oneDNN" if lstm_kernel and onednn else "aten"
-    layers = [m for m in model.module.modules() if hasattr(m, "fast_backend")]
-    if not layers:
-        return "aten" if model.kind == "rrn" else "python/autograd"
-    with backend_context(model):
-        which = layers[0].fast_backend(x)
-    if which == "cpp" and fast.step_gemm(layers[0].weight_hh, which) == "oneDNN":
-        which += "+oneDNN"
-    return which
+    modules = list(model.module.modules())
+    fast_layers = [m for m in modules if hasattr(m, "fast_backend")]
+    if fast_layers:
+        with backend_context(model):
+            which = fast_layers[0].fast_backend(x)
+        if which == "cpp" and fast.step_gemm(fast_layers[0].weight_hh, which) == "oneDNN":
+            which += "+oneDNN"
+        return which
+    if any(isinstance(m, Recurrence) for m in modules):
+        return "python/autograd"
+    if x.is_cuda:
+        return "cuDNN" if torch.backends.cudnn.enabled else "aten"
+    kernels = {type(m) for m in modules if isinstance(m, nn.RNNBase)}
+    onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and x.dtype == torch.float32
+    return "oneDNN" if onednn and kernels == {nn.LSTM} else "aten"
 
 
 def train_call(module: nn.Module, x: torch.Tensor) -> None:
@@ -502,7 +526,7 @@ def run(settings: Settings, log=print) -> dict:
                            path=path_of(model, x))
                 for mode in settings.modes:
                     stats = results[mode][model.label]
-                    base = results[mode]["nn.LSTM"]["tokens_per_second"]
+                    base = results[mode][group[0].label]["tokens_per_second"]  # the group's nn.LSTM
                     row[mode] = dict(stats, ratio_to_lstm=stats["tokens_per_second"] / base,
                                      peak_bytes=peaks.get(model.label, {}).get(mode))
                     if stats["iqr_rel"] > SPREAD_WARNING:
@@ -544,10 +568,9 @@ def row_cells(row: dict, modes: list[str]) -> list[str]:
 
 
 def headers(modes: list[str]) -> list[str]:
-    names = {"train": "train", "infer": "infer"}
     result = list(COLUMNS)
     for mode in modes:
-        result += [f"{names[mode]} tok/s", "IQR", "vs nn.LSTM", f"{names[mode]} peak MiB"]
+        result += [f"{mode} tok/s", "IQR", "vs nn.LSTM", f"{mode} peak MiB"]
     return result
 
 
@@ -590,8 +613,7 @@ def markdown(report: dict) -> str:
 
 def scaling_table(report: dict, scaling: str) -> str:
     """Training tokens/s (and inference) of each cell against the scaled size, one line per cell and threads."""
-    key = {"length": "length", "hidden": "hidden"}[scaling]
-    values = sorted({row[key] for row in report["rows"]})
+    values = sorted({row[scaling] for row in report["rows"]})
     modes = [m for m in ("train", "infer") if m in report["rows"][0]]
     lines = []
     for mode in modes:
@@ -601,7 +623,7 @@ def scaling_table(report: dict, scaling: str) -> str:
         lines.append("| --- | ---: |" + " ---: |" * len(values))
         seen = {}
         for row in report["rows"]:
-            seen.setdefault((row["cell"], row["threads"]), {})[row[key]] = row[mode]
+            seen.setdefault((row["cell"], row["threads"]), {})[row[scaling]] = row[mode]
         for (cell, threads), by_value in seen.items():
             cells = [f"{by_value[v]['tokens_per_second']:,.0f} ({by_value[v]['ratio_to_lstm']:.2f}x)"
                      if v in by_value else "" for v in values]

@@ -49,6 +49,11 @@ def test_unknown_cell_lists_the_known_ones(capsys):
     ("hidden=0", "hidden="),
     ("mode=fit", "mode="),
     ("scaling=width", "scaling="),
+    ("threads=a", "threads='a'"),
+    ("threads=0", "threads='0'"),
+    ("repeats=x", "repeats='x'"),
+    ("warmup=-1", "warmup='-1'"),
+    ("seed=1.5", "seed='1.5'"),
 ])
 def test_bad_settings_are_clear_errors(argument, message, capsys):
     with pytest.raises(SystemExit):
@@ -75,3 +80,34 @@ def test_scaling_sets_the_grid():
     assert bench.parse_arguments(["cells=res_rnn", "scaling=length"]).length == [100, 250, 500, 1000, 2000]
     assert bench.parse_arguments(["cells=res_rnn", "scaling=hidden"]).hidden == [64, 128, 256, 512, 1024]
     assert bench.parse_arguments(["cells=res_rnn", "scaling=length", "length=10,20"]).length == [10, 20]
+    # an option whose name ends in "length" is not the length setting
+    assert bench.parse_arguments(["cells=gres_rnn", "scaling=length", "gres_rnn.batch_norm_max_length=4"]).length \
+        == [100, 250, 500, 1000, 2000]
+
+
+def test_a_cell_option_list_makes_groups_whose_rows_name_their_values():
+    settings = bench.parse_arguments(["cells=res_rnn", "cell.num_layers=1,2", "scaling=hidden"])
+    groups = bench.model_list(settings)
+    assert [[model.label for model in group] for group in groups] == [
+        ["nn.LSTM[num_layers=1]", "nn.GRU[num_layers=1]", "res_rnn[num_layers=1]"],
+        ["nn.LSTM[num_layers=2]", "nn.GRU[num_layers=2]", "res_rnn[num_layers=2]"],
+    ]
+    rows = [dict(cell=label, threads=1, hidden=64, train=dict(tokens_per_second=float(n), ratio_to_lstm=1.0))
+            for n, label in enumerate(["res_rnn[num_layers=1]", "res_rnn[num_layers=2]"])]
+    table = bench.scaling_table(dict(rows=rows), "hidden")
+    assert "| `res_rnn[num_layers=1]` | 1 | 0 (1.00x) |" in table and "| `res_rnn[num_layers=2]` | 1 | 1 (1.00x) |" in table
+
+
+@pytest.mark.parametrize("kind, options, path", [
+    ("nn.LSTM", {}, "oneDNN"), ("nn.GRU", {}, "aten"), ("lstm", {}, "oneDNN"), ("res_lstm", {}, "oneDNN"),
+    ("rrn", {}, "oneDNN"), ("rrn", {"peephole": True}, "python/autograd"), ("gru", {}, "aten"),
+])
+def test_the_path_column_says_what_runs_the_model(kind, options, path):
+    """Read off the model's modules: nn.LSTM kernels (oneDNN's on CPU in float32), ATen's, a Python step."""
+    if path == "oneDNN" and not torch.backends.mkldnn.is_available():
+        path = "aten"
+    model = bench.Model(kind, kind, options, None)
+    model.module = bench.build(model, 4, 4, "cpu", torch.float32, 0)
+    assert bench.path_of(model, torch.randn(2, 3, 4)) == path
+    assert not bench.has_fast_path(kind) or kind == "res_rnn"
+    assert bench.has_fast_path("res_rnn") and bench.has_fast_path("gres_rnn")
