@@ -36,34 +36,40 @@ class RecurrentBatchNorm(nn.Module):
         if not self.training:
             mean, var = self.running_mean[slot], self.running_var[slot]
             return self.weight * (z - mean) / torch.sqrt(var + self.eps)
-        weights = z.new_ones(z.shape[0], 1) if running is None else running.to(z.dtype)
-        count = weights.sum()
-        mean = (weights * z).sum(0) / count.clamp(min=1)
-        var = (weights * (z - mean) ** 2).sum(0) / count.clamp(min=1)
-        with torch.no_grad():
-            momentum = self.momentum * (count > 0).to(z.dtype)  # a step nobody reached updates nothing
-            unbiased = var * count / (count - 1).clamp(min=1)
-            self.running_mean[slot] += momentum * (mean.detach() - self.running_mean[slot])
-            self.running_var[slot] += momentum * (unbiased.detach() - self.running_var[slot])
+        if running is None:
+            count = torch.tensor(z.shape[0], device=z.device)
+            mean, var = z.mean(0), z.var(0, unbiased=False)
+        else:
+            weights = running.to(z.dtype)
+            count = weights.sum()
+            mean = (weights * z).sum(0) / count.clamp(min=1)
+            var = (weights * (z - mean) ** 2).sum(0) / count.clamp(min=1)
+        self.update_running(mean[None].detach(), var[None].detach(), count[None], first_step=t)
         return self.weight * (z - mean) / torch.sqrt(var + self.eps)
 
     @torch.no_grad()
-    def update_running(self, means: torch.Tensor, variances: torch.Tensor, counts: torch.Tensor) -> None:
-        """The running estimates after steps 0 .. T-1 whose batch statistics were means, variances [T, features]
-        (biased) over counts [T] sequences: what T calls of `forward` in training do (the fast path of res_rnn and
-        gres_rnn normalizes inside its own loop and reports the statistics here)."""
+    def update_running(self, means: torch.Tensor, variances: torch.Tensor, counts: torch.Tensor,
+                       first_step: int = 0) -> None:
+        """The running estimates after steps first_step .. first_step + T - 1 whose batch statistics were means,
+        variances [T, features] (biased) over counts [T] sequences: what `forward` does for its step in training,
+        and what the fast path of res_rnn and gres_rnn (which normalizes inside its own loop) reports for all."""
         counts = counts.to(means.dtype)
-        momentum = self.momentum * (counts > 0).to(means.dtype)
+        momentum = self.momentum * (counts > 0).to(means.dtype)  # a step nobody reached updates nothing
         unbiased = variances * counts[:, None] / (counts - 1).clamp(min=1)[:, None]
-        direct = min(len(means), self.max_length - 1)  # steps with a slot of their own: one update each
+        # steps with a slot of their own (before max_length - 1): one update each
+        direct = max(0, min(len(means), self.max_length - 1 - first_step))
         if direct:
-            slots = slice(0, direct)
+            slots = slice(first_step, first_step + direct)
             self.running_mean[slots] += momentum[:direct, None] * (means[:direct] - self.running_mean[slots])
             self.running_var[slots] += momentum[:direct, None] * (unbiased[:direct] - self.running_var[slots])
-        last = self.max_length - 1
-        for t in range(direct, len(means)):  # the steps that share the last slot, in order
-            self.running_mean[last] += momentum[t] * (means[t] - self.running_mean[last])
-            self.running_var[last] += momentum[t] * (unbiased[t] - self.running_var[last])
+        if direct < len(means):  # the steps that share the last slot, in order: x <- (1 - m_t) x + m_t v_t, i.e.
+            # x = x_0 prod_t (1 - m_t) + sum_t m_t v_t prod_{j > t} (1 - m_j), in one go instead of a Python loop
+            share = momentum[direct:]
+            later = torch.cumprod((1 - share).flip(0), 0).flip(0)  # prod_{j >= t} (1 - m_j)
+            weights = share * torch.cat([later[1:], later.new_ones(1)])
+            last = self.max_length - 1
+            for running, values in ((self.running_mean, means), (self.running_var, unbiased)):
+                running[last] = later[0] * running[last] + weights @ values[direct:]
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, max_length={self.max_length}"

@@ -166,21 +166,24 @@ def _activate_backward(grad, value, activation):
     return torch.ops.aten.threshold_backward(grad, value, 0)
 
 
-def _normalize(pre, kH, t, norm, keep):
+def _running(mask, T, B, like):
+    """Batch norm's weights [T, B, 1] (None without padding) and counts [T] of running sequences (csrc: Running)."""
+    if mask is None:
+        return None, like.new_full((T,), float(B))
+    keep = mask.to(like.dtype)
+    return keep, keep.sum((1, 2)).clamp_min(1)
+
+
+def _normalize(pre, kH, t, norm, running):
     """Recurrent batch norm of P's first kH columns in place (csrc: normalize); returns zhat."""
     gamma, given_mean, given_std, record = norm
     z = pre[:, :kH]
     if given_mean is None:
-        if keep is None:
-            count = torch.tensor(float(pre.shape[0]), dtype=pre.dtype, device=pre.device)
-            mean = z.sum(0) / count
-            diff = z - mean
-            var = (diff * diff).sum(0) / count
-        else:
-            count = keep[t].sum().clamp_min(1)
-            mean = (keep[t] * z).sum(0) / count
-            diff = z - mean
-            var = (keep[t] * diff * diff).sum(0) / count
+        keep, counts = running
+        weights, count = (None if keep is None else keep[t]), counts[t]
+        mean = (z if weights is None else weights * z).sum(0) / count
+        diff = z - mean
+        var = (diff * diff if weights is None else weights * diff * diff).sum(0) / count
         std = torch.sqrt(var + 1e-5)
         zhat = diff / std
         record[0].append(mean)
@@ -199,14 +202,14 @@ def python_forward(xp, s0, weight, mask, activation, output_activation, gated, l
     states = xp.new_empty(T + 1, B, H)
     states[0] = s0
     acts, gates, zhats, record = [], [], [], ([], [], [])
-    keep = None if mask is None else mask.to(xp.dtype)
     norm = None if gamma is None else (gamma, given_mean, given_std, record)
+    running = None if gamma is None else _running(mask, T, B, xp)
     wt = weight.t()
     for t in range(T):
         s = states[t]
         pre = s @ wt
         if norm is not None:
-            zhats.append(_normalize(pre, kH, t, norm, keep))
+            zhats.append(_normalize(pre, kH, t, norm, running))
         pre[:, :kH] += xp[t]
         a = _activate(pre[:, :H], activation)
         base = pre[:, kH:] if linear else s
@@ -236,6 +239,7 @@ def python_backward(grad, states, acts, gates, weight, mask, activation, output_
         drop = 1 - keep
     dpre_all = grad.new_empty(T, B, R)
     dz_all = grad.new_empty(T, B, R) if gamma is not None else dpre_all
+    weights_all, counts = _running(mask, T, B, grad) if gamma is not None else (None, None)
     carry = grad.new_zeros(B, H)
     for t in range(T - 1, -1, -1):
         total = grad[t] + carry
@@ -256,9 +260,7 @@ def python_backward(grad, states, acts, gates, weight, mask, activation, output_
             if not norm_training:
                 dz[:, :kH] = dzhat * inv[t]
             else:
-                weights = None if mask is None else keep[t]
-                count = (torch.tensor(float(B), dtype=grad.dtype, device=grad.device) if mask is None
-                         else weights.sum().clamp_min(1))
+                weights, count = (None if weights_all is None else weights_all[t]), counts[t]
                 sum1 = (dzhat if weights is None else weights * dzhat).sum(0)
                 sum2 = (dzhat * zhat[t] if weights is None else weights * dzhat * zhat[t]).sum(0)
                 value = (dzhat - sum1 / count - zhat[t] * (sum2 / count)) * inv[t]

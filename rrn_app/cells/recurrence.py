@@ -68,9 +68,10 @@ class Recurrence(nn.Module):
         for t in range(longest):
             running_t = None if running is None else running[:, t]
             state = keep_running(self.step(inputs[:, t], state, t, running_t), state, running_t)
-            h = output_of(state)
-            outputs.append(h if running_t is None else torch.where(running_t, h, 0.0))
+            outputs.append(output_of(state))
         outputs = torch.stack(outputs, dim=1)
+        if running is not None:  # zero past each length, in one op for all steps
+            outputs = torch.where(running[:, :longest], outputs, 0.0)
         if longest < total_length:
             outputs = nn.functional.pad(outputs, (0, 0, 0, total_length - longest))
         return outputs, state

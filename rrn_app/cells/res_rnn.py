@@ -42,7 +42,6 @@ from rrn_app import validation
 from rrn_app.cells import fast
 from rrn_app.cells.batch_norm import RecurrentBatchNorm
 from rrn_app.cells.recurrence import Recurrence
-from rrn_app.cells.sequence import length_mask
 from rrn_app.cells.registry import register_cell
 from rrn_app.cells.stack import RecurrentStack
 
@@ -121,9 +120,10 @@ class ResRNNLayer(Recurrence):
             return super().forward(x, lengths, state)
         batch, total_length, _ = x.shape
         longest = total_length if lengths is None else int(lengths.max())
-        mask = None
+        running = None  # [time, batch]: True while a sequence runs; None when all run to the end
         if lengths is not None and int(lengths.min()) < longest:
-            mask = length_mask(lengths.to(x.device), longest).t()[:, :, None]  # [time, batch, 1]
+            running = torch.arange(longest, device=x.device)[:, None] < lengths.to(x.device)[None, :]
+        mask = None if running is None else running[:, :, None]
         inputs = x[:, :longest].transpose(0, 1).reshape(longest * batch, x.shape[2])  # time-major
         xp = torch.addmm(self.bias, inputs, self.weight_ih.t()).view(longest, batch, -1)  # W x_t + b: one GEMM
         s0 = x.new_zeros(batch, self.hidden_size) if state is None else state
@@ -138,8 +138,7 @@ class ResRNNLayer(Recurrence):
             xp, s0, weight, mask, self.activation_name, self.output_activation_name, self.fast_gated,
             self.weight_im is not None, which, gamma, given_mean, given_std)
         if norm is not None and norm.training:
-            counts = (lengths.to(x.device)[None, :] > torch.arange(longest, device=x.device)[:, None]).sum(1) \
-                if lengths is not None else torch.full((longest,), batch, device=x.device)
+            counts = running.sum(1) if running is not None else torch.full((longest,), batch, device=x.device)
             norm.update_running(mean, var, counts)
         outputs = states if mask is None else torch.where(mask, states, 0.0)
         outputs = outputs.transpose(0, 1)  # [batch, time, hidden]

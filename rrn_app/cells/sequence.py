@@ -20,13 +20,17 @@ def check_common_options(hidden_size, num_layers, dropout) -> None:
 
 
 def check_lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
+    """`lengths` checked against x [batch, time, ...]; None when every sequence fills the time dimension."""
     if lengths is None:
         return None
     if lengths.dim() != 1 or lengths.shape[0] != x.shape[0]:
         raise ValueError(f"lengths must have shape [batch]={x.shape[0]}, got {tuple(lengths.shape)}")
-    if x.shape[0] and (int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
+    if not x.shape[0]:
+        return lengths
+    shortest, longest = lengths.aminmax()
+    if int(shortest) < 1 or int(longest) > x.shape[1]:
         raise ValueError(f"lengths must lie in [1, {x.shape[1]}] (the time dimension of x)")
-    return lengths
+    return None if int(shortest) == x.shape[1] else lengths  # no padding: the cells take the unpadded path
 
 
 def pack(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | PackedSequence:

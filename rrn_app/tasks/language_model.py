@@ -20,7 +20,7 @@ from torch import nn
 
 from rrn_app import validation
 from rrn_app.cells import get_cell
-from rrn_app.cells.sequence import detach_state
+from rrn_app.cells.sequence import detach_state, length_mask
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
 from rrn_app.validation import InvalidOption, UserError
 
@@ -75,10 +75,9 @@ class CharLanguageModel(L.LightningModule):
         """Per-character NLL [real steps] of one window, the state carried in from the previous window."""
         state = None if batch["window"] == 0 else self.states.get(stage)
         lengths = batch["lengths"]
-        full = bool((lengths == batch["ids"].shape[1]).all())
-        logits, state = self(batch["ids"], None if full else lengths, state)
+        logits, state = self(batch["ids"], lengths, state)  # a full window runs unpadded (check_lengths)
         self.states[stage] = detach_state(state)
-        mask = torch.arange(batch["ids"].shape[1], device=lengths.device)[None, :] < lengths[:, None]
+        mask = length_mask(lengths, batch["ids"].shape[1])
         return nn.functional.cross_entropy(logits[mask], batch["targets"][mask], reduction="none")
 
     def on_train_epoch_start(self):

@@ -32,7 +32,7 @@ from torch import nn
 
 from rrn_app import validation
 from rrn_app.cells import get_cell
-from rrn_app.cells.sequence import detach_state
+from rrn_app.cells.sequence import detach_state, length_mask
 from rrn_app.data.music import DATASETS, KEYS, dataset_path, load_pieces, shifted
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
 from rrn_app.validation import InvalidOption, UserError
@@ -46,12 +46,7 @@ def frame_nll(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor
     nll = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
     if lengths is None:
         return nll
-    return nll * real_frames(lengths, nll.shape[1]).to(nll.dtype)
-
-
-def real_frames(lengths: torch.Tensor, total_length: int) -> torch.Tensor:
-    """[batch, time] boolean, True at real (non-padding) frames."""
-    return torch.arange(total_length, device=lengths.device)[None, :] < lengths[:, None]
+    return nll * length_mask(lengths, nll.shape[1]).to(nll.dtype)
 
 
 class FrameMetrics(torchmetrics.Metric):
@@ -67,7 +62,7 @@ class FrameMetrics(torchmetrics.Metric):
     def update(self, logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
                nll: torch.Tensor | None = None) -> None:
         """`nll`: the batch's summed frame_nll when the caller has it already (training computes it for the loss)."""
-        mask = real_frames(lengths.to(logits.device), logits.shape[1])[:, :, None]
+        mask = length_mask(lengths.to(logits.device), logits.shape[1])[:, :, None]
         self.nll += (frame_nll(logits, targets, lengths).sum() if nll is None else nll).double()
         self.frames += lengths.sum().double()
         predicted, actual = (logits > 0) & mask, (targets > 0.5) & mask

@@ -230,6 +230,22 @@ void activate_backward(at::Tensor out, const at::Tensor& grad, const at::Tensor&
   else at::threshold_backward_out(out, grad, value, 0);  // value = relu(z) > 0 exactly where z > 0
 }
 
+// Which sequences batch norm's statistics count at each step: weights [T, B, 1] (1 while a sequence runs, else 0;
+// undefined without padding) and their number per step, counts [T] (>= 1): made once per call, read per step.
+struct Running {
+  at::Tensor keep, counts;
+  Running() = default;
+  Running(const std::optional<at::Tensor>& mask, int64_t T, int64_t B, const at::TensorOptions& options) {
+    if (mask.has_value() && mask->defined()) {
+      keep = mask->to(options.dtype());
+      counts = keep.sum(at::IntArrayRef{1, 2}).clamp_min(1);
+    } else {
+      counts = at::full({T}, static_cast<double>(B), options);
+    }
+  }
+  at::Tensor weights(int64_t t) const { return keep.defined() ? keep[t] : at::Tensor(); }
+};
+
 // Recurrent batch norm of the U s_{t-1} columns (the first k*H) of P, in place: P_u <- gamma * zhat with
 // zhat = (z - mean_t) / std_t; training: mean_t, var_t of the sequences still running (weights: [B, 1] 0/1, or
 // undefined for all), recorded in mean/var/inv; evaluation: the given mean_t and std_t (running estimates).
@@ -290,15 +306,11 @@ std::vector<at::Tensor> forward(const at::Tensor& xp, const at::Tensor& s0, cons
     }
     if (need_grad) norm.zhat = at::empty({T, B, kH}, options);
   }
-  const at::Tensor keep = masked ? mask->to(s0.scalar_type()) : at::Tensor();  // [T, B, 1]
+  const Running running = norm.on() ? Running(mask, T, B, options) : Running();
   auto step_norm = [&](int64_t t) {
     if (!norm.on()) return;
-    if (masked) {
-      norm.weights = keep[t];
-      norm.count = norm.weights.sum().clamp_min(1);
-    } else {
-      norm.count = at::scalar_tensor(static_cast<double>(B), options);
-    }
+    norm.weights = running.weights(t);
+    norm.count = running.counts[t];
     normalize(norm, pre, kH, t);
   };
   auto results = [&]() -> std::vector<at::Tensor> {
@@ -407,26 +419,20 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& state
   const bool masked = mask.has_value() && mask->defined();
   const at::Tensor gates = gates_.has_value() ? *gates_ : at::Tensor();
   const bool normed = gamma_.has_value() && gamma_->defined();
-  at::Tensor gamma, zhat, inv, keep, count, dz_all;
+  at::Tensor gamma, zhat, inv, dz_all;
+  Running running;
   if (normed) {
     gamma = *gamma_;
     zhat = *zhat_;
     inv = *inv_;
     dz_all = at::empty({T, B, R}, options);  // dL/dP with batch norm's backward applied: what W's gradient reads
-    if (masked) keep = mask->to(grad.scalar_type());
+    running = Running(mask, T, B, options);
   }
   // dz for step t: dL/dP_t behind batch norm (written into dz_all[t]); without batch norm dpre_all[t] itself
   auto through_norm = [&](const at::Tensor& dpre, int64_t t) -> at::Tensor {
     if (!normed) return dpre;
     auto dz = dz_all[t];
-    at::Tensor weights, n;
-    if (masked) {
-      weights = keep[t];
-      n = weights.sum().clamp_min(1);
-    } else {
-      n = at::scalar_tensor(static_cast<double>(B), options);
-    }
-    normalize_backward(dpre, dz, gamma, zhat[t], inv[t], weights, n, norm_training, kH);
+    normalize_backward(dpre, dz, gamma, zhat[t], inv[t], running.weights(t), running.counts[t], norm_training, kH);
     if (R > kH) dz.narrow(1, kH, R - kH).copy_(dpre.narrow(1, kH, R - kH));
     return dz;
   };
