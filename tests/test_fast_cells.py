@@ -249,6 +249,12 @@ def test_what_is_not_on_the_fast_path_runs_step_by_step():
 
         assert Custom(4, 5).fast_backend(x) == "step"  # a subclass with its own step keeps its own step
 
+        class OwnResidual(type(norm)):
+            def residual(self, preactivation):
+                return super().residual(preactivation) * 0.5
+
+        assert OwnResidual(4, 5).fast_backend(x) == "step"  # likewise its own residual
+
         class Variant(type(get_cell("res_rnn")(input_size=4, hidden_size=5).layers[0][0])):
             def reset_parameters(self):  # its own initialisation, the same equations
                 super().reset_parameters()

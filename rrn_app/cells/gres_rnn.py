@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from rrn_app.cells import res_rnn
 from rrn_app.cells.registry import register_cell
 from rrn_app.cells.res_rnn import ResRNN, ResRNNLayer
 
@@ -33,8 +32,7 @@ class GatedResRNNLayer(ResRNNLayer):
         candidate, gate = preactivation.chunk(2, dim=-1)
         return torch.sigmoid(gate) * self.activation(candidate)
 
-
-res_rnn.GATED_RESIDUAL = GatedResRNNLayer.residual
+    fast_residual = residual  # g ⊙ F: what the fast path computes with fast_gated
 
 
 @register_cell("gres_rnn")

@@ -89,6 +89,8 @@ class ResRNNLayer(Recurrence):
         """F(x_t, s_{t-1}) from W x_t + U s_{t-1} + b."""
         return self.activation(preactivation)
 
+    fast_residual = residual  # the residual the fast path computes: a subclass overriding `residual` leaves it
+
     def step(self, inputs: torch.Tensor, state: torch.Tensor, t: int, running: torch.Tensor | None) -> torch.Tensor:
         recurrent = F.linear(state, self.weight_hh)
         if self.norm is not None:
@@ -103,8 +105,7 @@ class ResRNNLayer(Recurrence):
     def fast_backend(self, x: torch.Tensor) -> str:
         """The backend this call runs on: "cpp" or "python" (fast.py), or "step" (the Recurrence loop)."""
         cls = type(self)
-        implemented = GATED_RESIDUAL if self.fast_gated else ResRNNLayer.residual
-        if (cls.step is not ResRNNLayer.step or cls.residual is not implemented
+        if (cls.step is not ResRNNLayer.step or cls.residual is not cls.fast_residual
                 or cls.project_inputs is not ResRNNLayer.project_inputs
                 or (self.norm is not None and (type(self.norm) is not RecurrentBatchNorm or self.norm.eps != 1e-5))
                 or self.activation_name not in fast.ACTIVATION
@@ -146,8 +147,6 @@ class ResRNNLayer(Recurrence):
             outputs = F.pad(outputs, (0, 0, 0, total_length - longest))
         return outputs, states[-1]
 
-
-GATED_RESIDUAL = None  # gres_rnn.GatedResRNNLayer.residual, set there
 
 
 @register_cell("res_rnn")
