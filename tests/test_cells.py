@@ -1,4 +1,5 @@
-"""The cells' math and the `module(x, lengths) -> (outputs, state)` contract, on small synthetic inputs."""
+"""The fused cells' and res_lstm's math on small synthetic inputs (the `module(x, lengths) -> (outputs, state)`
+contract of every built-in cell, shapes and padding, is in test_residual_cells.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from rrn_app.cells import final_output, get_cell, list_cells
 from rrn_app.cells.res_lstm import drop_timesteps
 
 BUILT_IN = ["rnn", "lstm", "gru", "res_lstm"]
-LENGTHS = torch.tensor([7, 3, 5, 1])
 
 
 def make(name, bidirectional=False, **options):
@@ -19,37 +19,6 @@ def make(name, bidirectional=False, **options):
 
 def test_built_in_cells_are_registered():
     assert set(BUILT_IN) <= set(list_cells())
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("name", BUILT_IN)
-def test_output_shapes(name, bidirectional):
-    cell = make(name, bidirectional)
-    outputs, state = cell(torch.randn(4, 7, 5), LENGTHS)
-    directions = 2 if bidirectional else 1
-    assert cell.output_size == 6 * directions
-    assert outputs.shape == (4, 7, 6 * directions)
-    h_n = state[0] if isinstance(state, tuple) else state
-    assert h_n.shape == (3 * directions, 4, 6)
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("name", BUILT_IN)
-def test_padding_never_leaks(name, bidirectional):
-    """A padded batch gives exactly what each sequence gives alone, and zeros past each length."""
-    cell = make(name, bidirectional).eval()
-    x = torch.randn(4, 7, 5)
-    x_noisy_padding = x.clone()
-    for row, length in enumerate(LENGTHS):
-        x_noisy_padding[row, length:] = 1e3  # garbage in the padding must change nothing
-    outputs, state = cell(x_noisy_padding, LENGTHS)
-    h_n = state[0] if isinstance(state, tuple) else state
-    for row, length in enumerate(LENGTHS.tolist()):
-        alone, alone_state = cell(x[row : row + 1, :length])
-        alone_h = alone_state[0] if isinstance(alone_state, tuple) else alone_state
-        torch.testing.assert_close(outputs[row, :length], alone[0], atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(h_n[:, row], alone_h[:, 0], atol=1e-6, rtol=1e-5)
-        assert torch.all(outputs[row, length:] == 0)
 
 
 def test_final_output_reads_last_real_step_and_backward_start():

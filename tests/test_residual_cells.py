@@ -22,8 +22,12 @@ from rrn_app.validation import InvalidOption
 LENGTHS = torch.tensor([7, 3, 5, 1])
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "identity": reference.identity}
 
-# the configurations the contract tests (shapes, padding, both directions) run on
+# the configurations the contract tests (shapes, padding, both directions) run on: every built-in cell
 CONFIGS = {
+    "rnn": ("rnn", {}),
+    "lstm": ("lstm", {}),
+    "gru": ("gru", {}),
+    "res_lstm": ("res_lstm", {}),
     "res_rnn": ("res_rnn", {}),
     "res_rnn linear relu tanh": ("res_rnn", dict(projection="linear", activation="relu", output_activation="tanh")),
     "res_rnn batch_norm": ("res_rnn", dict(batch_norm=True)),
