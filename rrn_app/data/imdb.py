@@ -17,14 +17,13 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections import Counter
 from pathlib import Path
 
 import torch
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
-from rrn_app.data.text import PAD, UNK, Vocabulary, require_vectors
+from rrn_app.data.text import UNK, Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
 from rrn_app.validation import MissingDataError, UserError
 
@@ -75,20 +74,6 @@ def validation_indices(labels: list[int], size: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def count_words(path: str, lowercase: bool, cache_dir: str | None, validation_size: int, split_seed: int,
-                min_freq: int, max_size: int | None):
-    """Rows {word, count} of the vocabulary of the training part, most frequent first (ties alphabetical)."""
-    reviews = load_reviews(Path(path), lowercase, cache_dir)
-    held_out = set(validation_indices(reviews["label"], validation_size, split_seed))
-    counts = Counter()
-    for index, tokens in enumerate(reviews["tokens"]):
-        if index not in held_out:
-            counts.update(tokens)
-    words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
-    for word in words[:max_size]:
-        yield {"word": word, "count": counts[word]}
-
-
 def load_reviews(path: Path, lowercase: bool, cache_dir: str | None):
     """The tokenised reviews of one file, parsed once and cached by `datasets`."""
     import datasets
@@ -97,19 +82,6 @@ def load_reviews(path: Path, lowercase: bool, cache_dir: str | None):
                                   "label": datasets.Value("int64")})
     return cached_dataset(read_reviews, dict(path=str(path.resolve()), lowercase=lowercase), [path], features,
                           cache_dir, tokenize)
-
-
-def load_vocabulary(path: Path, lowercase: bool, cache_dir: str | None, validation_size: int, split_seed: int,
-                    min_freq: int, max_size: int | None) -> Vocabulary:
-    """The training part's vocabulary, counted once and cached by `datasets`."""
-    import datasets
-
-    features = datasets.Features({"word": datasets.Value("string"), "count": datasets.Value("int64")})
-    options = dict(path=str(path.resolve()), lowercase=lowercase, cache_dir=cache_dir,
-                   validation_size=validation_size, split_seed=split_seed, min_freq=min_freq, max_size=max_size)
-    rows = cached_dataset(count_words, options, [path], features, cache_dir, tokenize, read_reviews,
-                          validation_indices, load_reviews)
-    return Vocabulary([PAD, UNK, *rows["word"]])
 
 
 def truncate(ids: list[int], max_length: int | None, keep: str) -> list[int]:
@@ -159,10 +131,10 @@ class IMDBDataModule(WordDataModule):
         train_path = self.folder / FILES["train"]
         raw_train = load_reviews(train_path, self.lowercase, self.cache_dir)
         raw_test = load_reviews(self.folder / FILES["test"], self.lowercase, self.cache_dir)
-        self.vocabulary = load_vocabulary(train_path, self.lowercase, self.cache_dir, self.validation_size,
-                                          self.split_seed, self.min_freq, self.max_vocab)
         held_out = validation_indices(raw_train["label"], self.validation_size, self.split_seed)
         held = set(held_out)
+        training_part = (tokens for index, tokens in enumerate(raw_train["tokens"]) if index not in held)
+        self.vocabulary = Vocabulary.build(training_part, self.min_freq, self.max_vocab)  # held-out words excluded
         stoi, unknown = self.vocabulary.stoi, self.vocabulary.stoi[UNK]
         max_length, keep = self.max_length, self.keep
 

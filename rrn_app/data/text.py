@@ -21,10 +21,11 @@ class Vocabulary:
         self.stoi = {token: index for index, token in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, sequences, min_freq: int = 1) -> "Vocabulary":
+    def build(cls, sequences, min_freq: int = 1, max_size: int | None = None) -> "Vocabulary":
+        """The tokens seen at least min_freq times, most frequent first (ties alphabetical), at most max_size."""
         counts = Counter(token for sequence in sequences for token in sequence)
         words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
-        return cls([PAD, UNK, *words])
+        return cls([PAD, UNK, *words[:max_size]])
 
     def __len__(self) -> int:
         return len(self.itos)
