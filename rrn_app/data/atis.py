@@ -60,7 +60,7 @@ def label_list(train_labels, other_labels) -> tuple[list[str], int]:
 
 def pad_tagged_batch(rows: list[dict]) -> dict:
     """ids [batch, longest] (0-padded), lengths, tags [batch, longest] (-1 past each length), intent, index, tokens."""
-    batch = pad_batch([{"ids": row["ids"]} for row in rows])
+    batch = pad_batch(rows)  # ids, lengths
     batch["tags"] = pad_sequences([row["tags"] for row in rows], -1)
     batch["intent"] = torch.tensor([row["intent"] for row in rows], dtype=torch.long)
     batch["index"] = torch.tensor([row["index"] for row in rows], dtype=torch.long)

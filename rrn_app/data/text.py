@@ -82,11 +82,8 @@ def load_vectors(path: str | Path, vocabulary: Vocabulary, dim: int, seed: int =
 
 def pad_batch(rows: list[dict]) -> dict[str, torch.Tensor]:
     """Collate rows with an `ids` list into ids [batch, longest] (0-padded), lengths [batch], label [batch]."""
-    lengths = torch.tensor([len(row["ids"]) for row in rows], dtype=torch.long)
-    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
-    for index, row in enumerate(rows):
-        ids[index, : lengths[index]] = torch.as_tensor(row["ids"], dtype=torch.long)
-    batch = {"ids": ids, "lengths": lengths}
+    batch = {"ids": pad_sequences([row["ids"] for row in rows]),
+             "lengths": torch.tensor([len(row["ids"]) for row in rows], dtype=torch.long)}
     if "label" in rows[0]:
         batch["label"] = torch.tensor([row["label"] for row in rows], dtype=torch.long)
     return batch
