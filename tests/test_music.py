@@ -223,6 +223,25 @@ def test_samples_go_to_wandb_only_when_that_logger_is_on(tmp_path):
     assert log_to_wandb(None, []) is False and log_to_wandb(CSVLogger(tmp_path), []) is False
 
 
+def test_samples_are_logged_to_an_offline_wandb_run(tmp_path):
+    """The picture and the audio reach the W&B run's media (offline: no server)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from rrn_app.tasks.music import log_to_wandb
+
+    roll = torch.zeros(8, KEYS, dtype=torch.bool)
+    roll[::2, 40] = True
+    paths = [music_io.write_png(roll, tmp_path / "sample.png", 0.5, "a sample"),
+             music_io.write_wav(roll, tmp_path / "sample.wav", 0.5, 120.0)]
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="rrn-test")
+    try:
+        assert log_to_wandb(logger, paths, step=3) is True
+        media = Path(logger.experiment.dir) / "media"
+        assert list(media.glob("images/sample/piano_roll_*.png")) and list(media.glob("audio/sample/audio_*.wav"))
+    finally:
+        logger.experiment.finish()
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("dataset", "bach", "dataset='bach' is not allowed: must be one of"),
     ("lr_decay", 1.5, "lr_decay=1.5 is not allowed: must be a factor in (0, 1)"),

@@ -144,9 +144,7 @@ class MusicModel(L.LightningModule):
         return self.output_layer(self.dropout(outputs)), state
 
     def training_step(self, batch, batch_index):
-        state = None if batch["reset"] else self._state
-        if state is not None and _batch_size(state) != len(batch["lengths"]):
-            state = None  # resumed mid-epoch from a checkpoint: the carried state was not saved
+        state = None if batch["reset"] else self._state  # a group's windows share their rows
         logits, state = self(batch["inputs"], batch["lengths"], state)
         self._state = detach_state(state)
         frames = batch["lengths"].sum()
@@ -296,12 +294,6 @@ class MusicModel(L.LightningModule):
         return paths
 
 
-def _batch_size(state) -> int:
-    while not isinstance(state, torch.Tensor):
-        state = state[0]
-    return state.shape[-2]
-
-
 class SampleEveryEpoch(L.Callback):
     """At the end of every validation epoch, a short sample in `<run dir>/samples/epochNN.{mid,png,wav}`.
 
@@ -324,20 +316,14 @@ class SampleEveryEpoch(L.Callback):
 
 
 def log_to_wandb(logger, paths: list[Path], step: int | None = None) -> bool:
-    """Log a sample's PNG (wandb.Image) and WAV (wandb.Audio) when `logger` is Lightning's WandbLogger."""
+    """Log a sample's PNG and WAV through Lightning's WandbLogger (log_image, log_audio) when that is the logger."""
     from lightning.pytorch.loggers import WandbLogger
 
     if not isinstance(logger, WandbLogger):
         return False
-    import wandb
-
-    values = {}
     for path in paths:
         if path.suffix == ".png":
-            values["sample/piano_roll"] = wandb.Image(str(path), caption=path.stem)
-        elif path.suffix == ".wav":
-            values["sample/audio"] = wandb.Audio(str(path), caption=path.stem)
-    if step is not None:
-        values["trainer/global_step"] = step  # the x axis WandbLogger uses for every metric
-    logger.experiment.log(values)
+            logger.log_image("sample/piano_roll", [str(path)], step=step, caption=[path.stem])
+        elif path.suffix == ".wav":  # wandb.Audio reads it with soundfile (a dependency for this)
+            logger.log_audio("sample/audio", [str(path)], step=step, caption=[path.stem])
     return True
