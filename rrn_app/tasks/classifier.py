@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from rrn_app import validation
 from rrn_app.cells import get_cell
-from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
+from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer, embedding_groups
 from rrn_app.tasks.pooling import POOLINGS, pool
 
 
@@ -117,10 +117,6 @@ class SequenceClassifier(L.LightningModule):
         return {"test_confusion_matrix": self.confusion_matrices.get("test")}
 
     def configure_optimizers(self):
-        embedding = list(self.embedding.parameters())
-        rest = [p for name, p in self.named_parameters() if not name.startswith("embedding.")]
-        return build_optimizer(
-            self.hparams.optimizer,
-            [{"params": embedding, "lr": self.hparams.embedding_lr}, {"params": rest, "lr": self.hparams.lr}],
-            weight_decay=self.hparams.weight_decay,
-        )
+        return build_optimizer(self.hparams.optimizer,
+                               embedding_groups(self, self.hparams.lr, self.hparams.embedding_lr),
+                               weight_decay=self.hparams.weight_decay)

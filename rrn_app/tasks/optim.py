@@ -18,3 +18,10 @@ OPTIMIZERS = {
 def build_optimizer(name: str, parameter_groups: list[dict], weight_decay: float = 0.0) -> torch.optim.Optimizer:
     validation.one_of("optimizer", name, tuple(OPTIMIZERS))
     return OPTIMIZERS[name](parameter_groups, weight_decay=weight_decay)
+
+
+def embedding_groups(module: torch.nn.Module, lr: float, embedding_lr: float | None) -> list[dict]:
+    """Parameter groups of a word-level task: `module.embedding` at embedding_lr (None: lr), the rest at lr."""
+    rest = [p for name, p in module.named_parameters() if not name.startswith("embedding.")]
+    return [{"params": list(module.embedding.parameters()), "lr": lr if embedding_lr is None else embedding_lr},
+            {"params": rest, "lr": lr}]

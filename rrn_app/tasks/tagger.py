@@ -25,7 +25,7 @@ from torch import nn
 from rrn_app import validation
 from rrn_app.cells import get_cell
 from rrn_app.tasks.conll import SlotIntentScores
-from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
+from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer, embedding_groups
 from rrn_app.tasks.pooling import POOLINGS, pool
 
 PREDICTIONS_FILE, INTENT_PREDICTIONS_FILE = "test_predictions.txt", "test_intent_predictions.txt"
@@ -189,11 +189,6 @@ class JointSlotIntentTagger(L.LightningModule):
         }
 
     def configure_optimizers(self):
-        embedding = list(self.embedding.parameters())
-        rest = [p for name, p in self.named_parameters() if not name.startswith("embedding.")]
-        embedding_lr = self.hparams.embedding_lr or self.hparams.lr
-        return build_optimizer(
-            self.hparams.optimizer,
-            [{"params": embedding, "lr": embedding_lr}, {"params": rest, "lr": self.hparams.lr}],
-            weight_decay=self.hparams.weight_decay,
-        )
+        return build_optimizer(self.hparams.optimizer,
+                               embedding_groups(self, self.hparams.lr, self.hparams.embedding_lr),
+                               weight_decay=self.hparams.weight_decay)
