@@ -144,7 +144,7 @@ def test_bad_options(data_root, options, key):
 
 
 @pytest.mark.parametrize("module", ["sst", "imdb", "atis"])
-def test_a_missing_vectors_file_stops_before_any_data_is_read(module, tmp_path, data_root):
+def test_a_missing_vectors_file_is_an_error_as_soon_as_the_data_module_is_made(module, tmp_path, data_root):
     from rrn_app.data.atis import ATISDataModule
     from rrn_app.data.imdb import IMDBDataModule
 
