@@ -15,6 +15,13 @@ class MissingDataError(UserError, FileNotFoundError):
     pass
 
 
+def require_files(paths, what: str, fix: str) -> None:
+    """Each of `paths` must be a file, else "<what> file not found: <path>. <fix>" (checked before reading any)."""
+    for path in paths:
+        if not path.is_file():
+            raise MissingDataError(f"{what} file not found: {path}. {fix}")
+
+
 class InvalidOption(UserError, ValueError):
     def __init__(self, option: str, value: object, allowed: str):
         self.option, self.value, self.allowed = option, value, allowed

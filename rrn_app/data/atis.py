@@ -21,7 +21,7 @@ from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
 from rrn_app.data.text import Vocabulary, pad_batch, pad_sequences, require_vectors
 from rrn_app.data.words import WordDataModule
-from rrn_app.validation import MissingDataError, UserError
+from rrn_app.validation import UserError
 
 SOURCE_URL = "https://github.com/MiuLab/SlotGated-SLU/tree/master/data/atis"
 SPLITS = {"train": "train", "validation": "valid", "test": "test"}
@@ -79,14 +79,10 @@ class ATISDataModule(WordDataModule):
         self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
         self.vectors, self.cache_dir, self.num_workers, self.seed = vectors, cache_dir, num_workers, seed
         self.folder = Path(root) / "atis"
-        for split in SPLITS.values():
-            for name in FILES:
-                if not (self.folder / split / name).is_file():
-                    raise MissingDataError(
-                        f"ATIS file not found: {self.folder / split / name}. Put the folders train/, valid/ and "
-                        f"test/, each with seq.in, seq.out and label, in {self.folder}/ (from {SOURCE_URL}), or "
-                        "point data.root at a folder that holds atis/ (e.g. data.root=../shared/data)."
-                    )
+        validation.require_files(
+            [self.folder / split / name for split in SPLITS.values() for name in FILES], "ATIS",
+            f"Put the folders train/, valid/ and test/, each with seq.in, seq.out and label, in {self.folder}/ "
+            f"(from {SOURCE_URL}), or point data.root at a folder that holds atis/ (e.g. data.root=../shared/data).")
         if vectors:
             require_vectors(vectors)
         self.splits = None

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rrn_app import validation
-from rrn_app.validation import MissingDataError, UserError
+from rrn_app.validation import UserError
 
 DATASETS = ("tinyshakespeare", "ptb_char")
 SOURCES = {
@@ -118,12 +118,10 @@ class CharLMDataModule(L.LightningDataModule):
         self.eval_batch_size = validation.positive_int("eval_batch_size", eval_batch_size or batch_size)
         self.num_workers = num_workers
         self.root = Path(root)
-        for path in data_files(root, dataset):
-            if not path.is_file():
-                raise MissingDataError(
-                    f"{dataset} file not found: {path}. Put it there (from {SOURCES[dataset]}), or point data.root "
-                    f"at a folder that holds {dataset}/ (e.g. data.root=../shared/data)."
-                )
+        validation.require_files(
+            data_files(root, dataset), dataset,
+            f"Put it there (from {SOURCES[dataset]}), or point data.root at a folder that holds {dataset}/ "
+            "(e.g. data.root=../shared/data).")
         self.texts = None
 
     def setup(self, stage: str | None = None) -> None:

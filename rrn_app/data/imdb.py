@@ -25,7 +25,7 @@ from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
 from rrn_app.data.text import UNK, Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
-from rrn_app.validation import MissingDataError, UserError
+from rrn_app.validation import UserError
 
 SOURCE_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 FILES = {"train": "train.jsonl.gz", "test": "test.jsonl.gz"}
@@ -109,14 +109,11 @@ class IMDBDataModule(WordDataModule):
         self.lowercase, self.vectors, self.cache_dir = lowercase, vectors, cache_dir
         self.num_workers, self.seed = num_workers, seed
         self.folder = Path(root) / "imdb"
-        for name in FILES.values():
-            if not (self.folder / name).is_file():
-                raise MissingDataError(
-                    f"IMDB file not found: {self.folder / name}. Put train.jsonl.gz and test.jsonl.gz (gzip'd JSON "
-                    'lines {"text": ..., "label": 0|1}, made from the train/ and test/ folders of '
-                    f"{SOURCE_URL}) in {self.folder}/, or point data.root at a folder that holds imdb/ "
-                    "(e.g. data.root=../shared/data)."
-                )
+        validation.require_files(
+            [self.folder / name for name in FILES.values()], "IMDB",
+            'Put train.jsonl.gz and test.jsonl.gz (gzip\'d JSON lines {"text": ..., "label": 0|1}, made from the '
+            f"train/ and test/ folders of {SOURCE_URL}) in {self.folder}/, or point data.root at a folder that "
+            "holds imdb/ (e.g. data.root=../shared/data).")
         if vectors:
             require_vectors(vectors)
         self.splits = None

@@ -16,7 +16,7 @@ from rrn_app.data.cache import cached_dataset
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
 from rrn_app.data.text import Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
-from rrn_app.validation import MissingDataError, UserError
+from rrn_app.validation import UserError
 
 SOURCE_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 SPLITS = {"train": "train.txt", "validation": "dev.txt", "test": "test.txt"}
@@ -63,13 +63,10 @@ class SSTDataModule(WordDataModule):
         self.lowercase, self.vectors, self.cache_dir = lowercase, vectors, cache_dir
         self.num_workers, self.seed = num_workers, seed
         self.folder = Path(root) / "sst"
-        for name in SPLITS.values():
-            if not (self.folder / name).is_file():
-                raise MissingDataError(
-                    f"SST file not found: {self.folder / name}. Put the PTB-format trees train.txt, dev.txt and "
-                    f"test.txt in {self.folder}/ (from {SOURCE_URL}, folder trees/), or point data.root at a "
-                    "folder that holds sst/ (e.g. data.root=../shared/data)."
-                )
+        validation.require_files(
+            [self.folder / name for name in SPLITS.values()], "SST",
+            f"Put the PTB-format trees train.txt, dev.txt and test.txt in {self.folder}/ (from {SOURCE_URL}, folder "
+            "trees/), or point data.root at a folder that holds sst/ (e.g. data.root=../shared/data).")
         if vectors:
             require_vectors(vectors)
         self.splits = None
