@@ -151,8 +151,3 @@ class IMDBDataModule(WordDataModule):
         self.lengths = {split: data["length"] for split, data in self.splits.items()}
         self.splits = {split: data.with_format(columns=["ids", "label"]) for split, data in self.splits.items()}
         self.load_embeddings()
-
-    def model_arguments(self) -> dict:
-        """What the LightningModule needs from the data: sizes and the pretrained embedding matrix."""
-        return dict(vocab_size=len(self.vocabulary), num_classes=self.num_classes,
-                    embedding_dim=self.embedding_dim, pretrained_embeddings=self.embeddings)

@@ -102,8 +102,3 @@ class SSTDataModule(WordDataModule):
         }
         self.lengths = {split: dataset.with_format(columns=["length"])["length"] for split, dataset in self.splits.items()}
         self.load_embeddings()
-
-    def model_arguments(self) -> dict:
-        """What the LightningModule needs from the data: sizes and the pretrained embedding matrix."""
-        return dict(vocab_size=len(self.vocabulary), num_classes=self.num_classes,
-                    embedding_dim=self.embedding_dim, pretrained_embeddings=self.embeddings)

@@ -27,6 +27,11 @@ class WordDataModule(L.LightningDataModule):
         if self.vectors:
             self.embeddings, self.vectors_found = load_vectors(self.vectors, self.vocabulary, self.embedding_dim, self.seed)
 
+    def model_arguments(self) -> dict:
+        """What a classifier (sst, imdb) needs from the data: sizes and the pretrained embedding matrix."""
+        return dict(vocab_size=len(self.vocabulary), num_classes=self.num_classes,
+                    embedding_dim=self.embedding_dim, pretrained_embeddings=self.embeddings)
+
     def state_dict(self) -> dict:
         """Saved in every checkpoint: the vocabulary, so a checkpoint can be read without the training data."""
         return {"vocabulary": self.vocabulary.itos} if self.splits is not None else {}
