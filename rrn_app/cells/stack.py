@@ -35,15 +35,23 @@ from rrn_app import validation
 from rrn_app.cells.sequence import check_common_options, check_lengths, length_mask
 
 
+def reversal_index(lengths: torch.Tensor | None, total_length: int, device) -> torch.Tensor | None:
+    """[batch, time]: where each step of a sequence reversed within its own length comes from (None: no padding)."""
+    if lengths is None:
+        return None
+    steps = torch.arange(total_length, device=device)[None, :]
+    last = lengths.to(device)[:, None] - 1
+    return torch.where(steps <= last, last - steps, steps)
+
+
+def reverse(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """x [batch, time, features] reversed by a `reversal_index` (None: the whole time axis)."""
+    return x.flip(1) if index is None else x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """Each sequence of [batch, time, features] reversed within its own length; the padding stays where it is."""
-    if lengths is None:
-        return x.flip(1)
-    batch, total_length, features = x.shape
-    steps = torch.arange(total_length, device=x.device)[None, :]
-    last = lengths.to(x.device)[:, None] - 1
-    index = torch.where(steps <= last, last - steps, steps)
-    return x.gather(1, index[:, :, None].expand(-1, -1, features))
+    return reverse(x, reversal_index(lengths, x.shape[1], x.device))
 
 
 def residual_links(num_layers: int) -> dict[int, int]:
@@ -89,6 +97,7 @@ class RecurrentStack(nn.Module):
         if lengths is not None and 0 in self.links.values():  # a link from the input must carry no padding
             x = x * length_mask(lengths.to(x.device), x.shape[1])[:, :, None].to(x.dtype)
         stream, finals = [x], []
+        backward_order = reversal_index(lengths, x.shape[1], x.device) if self.directions == 2 else None
         for index, directions in enumerate(self.layers):
             layer_input = stream[-1] if index == 0 else self.dropout(stream[-1])
             outputs = []
@@ -97,8 +106,8 @@ class RecurrentStack(nn.Module):
                 if direction == 0:
                     output, final = layer(layer_input, lengths, initial)
                 else:
-                    output, final = layer(reverse_within_lengths(layer_input, lengths), lengths, initial)
-                    output = reverse_within_lengths(output, lengths)
+                    output, final = layer(reverse(layer_input, backward_order), lengths, initial)
+                    output = reverse(output, backward_order)  # the same index undoes it
                 outputs.append(output)
                 finals.append(final)
             h = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
