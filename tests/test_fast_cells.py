@@ -381,6 +381,20 @@ def test_a_compiler_without_openmp_still_builds_the_extension_for_one_thread(tmp
     assert done.stdout.split() == ["cpp", "False" if openmp_torch else "True"]
 
 
+def test_a_bad_switch_value_is_a_clear_error(monkeypatch):
+    from rrn_app.validation import UserError
+
+    monkeypatch.setattr(fast, "_backend", None)
+    monkeypatch.setattr(fast, "_forced", None)
+    monkeypatch.setenv(fast.ENV, "banana")
+    with pytest.raises(UserError, match="RRN_FAST_CELLS='banana' is not a setting: 1 .*, 0 .* or step"):
+        fast.backend()
+    if cpp_available():
+        monkeypatch.setenv("RRN_ONEDNN", "yes")
+        with pytest.raises(RuntimeError, match="RRN_ONEDNN='yes' is not a setting: 1 \\(on\\) or 0 \\(off\\)"):
+            fast.step_gemm(torch.zeros(256, 256), "cpp")
+
+
 @pytest.mark.parametrize("setting, expected", [("0", "python"), ("step", "step")])
 def test_environment_variable_chooses_the_path_without_building(setting, expected):
     code = ("import warnings; warnings.simplefilter('error'); from rrn_app.cells import fast, get_cell; import torch;"

@@ -56,6 +56,8 @@ from pathlib import Path
 
 import torch
 
+from rrn_app.validation import UserError
+
 ENV = "RRN_FAST_CELLS"
 SOURCE = Path(__file__).with_name("csrc") / "residual_recurrence.cpp"
 EXTENSION = "rrn_fast_cells"
@@ -118,8 +120,11 @@ def backend() -> str:
                     _backend = "step"
                 elif setting in ("0", "python", "false", "no"):
                     _backend = "python"
-                else:
+                elif setting in ("1", "cpp", "true", "yes", ""):
                     _backend = "cpp" if _build() else "python"
+                else:
+                    raise UserError(f"{ENV}={os.environ[ENV]!r} is not a setting: 1 (the C++ loop, the default), 0 "
+                                    "(the same algorithm in pure PyTorch) or step (the step-by-step autograd loop)")
     return _backend
 
 

@@ -160,8 +160,8 @@ class ResRNN(RecurrentStack):
                  output_activation: str = "identity", projection: str = "identity", batch_norm: bool = False,
                  batch_norm_max_length: int = 100):
         options = dict(
-            activation=validation.one_of("activation", activation, ("tanh", "relu")),
-            output_activation=validation.one_of("output_activation", output_activation, ("identity", "tanh")),
+            activation=validation.one_of("activation", activation, tuple(fast.ACTIVATION)),
+            output_activation=validation.one_of("output_activation", output_activation, tuple(fast.OUTPUT_ACTIVATION)),
             projection=validation.one_of("projection", projection, ("identity", "linear")),
             batch_norm=bool(validation.one_of("batch_norm", batch_norm, (False, True))),
             batch_norm_max_length=validation.positive_int("batch_norm_max_length", batch_norm_max_length),

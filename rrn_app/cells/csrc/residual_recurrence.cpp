@@ -159,10 +159,18 @@ const OneDnnOps& onednn_ops() {
   return ops;
 }
 
+// An on/off environment variable: unset gives `otherwise`; anything but 0 or 1 is an error naming it.
+bool switch_on(const char* name, bool otherwise) {
+  const char* setting = std::getenv(name);
+  if (setting == nullptr || *setting == '\0') return otherwise;
+  const std::string value(setting);
+  TORCH_CHECK(value == "0" || value == "1", name, "='", value, "' is not a setting: 1 (on) or 0 (off)");
+  return value == "1";
+}
+
 bool use_onednn(const at::Tensor& weight) {
-  const char* setting = std::getenv("RRN_ONEDNN");
   const auto& ops = onednn_ops();
-  return (setting == nullptr || std::string(setting) != "0") && ops.linear.has_value() && ops.reorder.has_value() &&
+  return switch_on("RRN_ONEDNN", true) && ops.linear.has_value() && ops.reorder.has_value() &&
          weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.dim() == 2 &&
          std::min(weight.size(0), weight.size(1)) >= 256;
 }
@@ -214,8 +222,7 @@ void for_each_thread_rows(int64_t B, const F& body) {
 // The CPU loops above, or (any other device) the loops below of ATen ops. RRN_FAST_CELLS_DEVICE_LOOP=1 runs the
 // latter on CPU too: how the tests check, without a GPU, the algorithm a GPU runs.
 bool cpu_kernels(const at::Tensor& tensor) {
-  const char* setting = std::getenv("RRN_FAST_CELLS_DEVICE_LOOP");
-  return tensor.device().is_cpu() && (setting == nullptr || std::string(setting) != "1");
+  return tensor.device().is_cpu() && !switch_on("RRN_FAST_CELLS_DEVICE_LOOP", false);
 }
 
 // --- the same on any device, with ATen ops -------------------------------------------------------------------------
