@@ -50,6 +50,12 @@ def run_cli(*arguments: str, env: dict | None = None, cwd: Path | None = None, t
     return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
 
 
+def run_dir_of(result) -> Path:
+    """The run folder an rrn-train call printed last, after checking that it succeeded."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture
 def compose_config(tmp_path):
     """Compose the rrn-train config in-process, as the command line would, with the run dir in tmp_path."""

@@ -4,6 +4,7 @@ what the step-by-step oracles of reference.py give — outputs, final states and
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 import warnings
@@ -30,8 +31,9 @@ def cpp_available() -> bool:
         return fast.backend_available("cpp")
 
 
-BACKENDS = ["python", pytest.param("cpp", marks=pytest.mark.skipif(
-    not cpp_available(), reason="the C++ extension cannot be built here (no compiler or ninja)"))]
+requires_cpp = pytest.mark.skipif(not cpp_available(),
+                                  reason="the C++ extension cannot be built here (no compiler or ninja)")
+BACKENDS = ["python", pytest.param("cpp", marks=requires_cpp)]
 
 
 def assert_relative(actual, expected, tolerance=1e-5, what=""):
@@ -116,9 +118,7 @@ def test_fast_stack_equals_the_step_by_step_stack(config, backend):
     results = {}
     for which in ("step", backend):
         with fast.use_backend(which):
-            outputs, h_n = cell(x, lengths, state)
-        loss = (outputs * torch.linspace(-1, 1, outputs.numel()).view_as(outputs)).sum() + (h_n**2).sum()
-        results[which] = [outputs, h_n, *torch.autograd.grad(loss, [x, state, *cell.parameters()])]
+            results[which] = outputs_and_gradients(cell, x, lengths, True, state)
     for index, (actual, expected) in enumerate(zip(results[backend], results["step"], strict=True)):
         assert_relative(actual, expected, 1e-5, f"result {index}")
 
@@ -168,23 +168,22 @@ def run_with_threads(threads, function):
         torch.set_num_threads(before)
 
 
-def outputs_and_gradients(cell, x, lengths, training):
-    """Outputs, final state and (training) the gradients of x and every weight, as one list."""
-    if not training:
+def outputs_and_gradients(cell, x, lengths, gradients, state=None):
+    """Outputs, final state and (gradients) those of x, the initial state if given, and every weight, as one list."""
+    if not gradients:
         with torch.no_grad():
-            return list(cell(x, lengths))
-    x = x.detach().requires_grad_()
-    outputs, h_n = cell(x, lengths)
+            return list(cell(x, lengths, state))
+    inputs = [x.detach().requires_grad_()] + ([] if state is None else [state.detach().requires_grad_()])
+    outputs, h_n = cell(*inputs[:1], lengths, *inputs[1:])
     loss = (outputs * torch.linspace(-1, 1, outputs.numel(), dtype=x.dtype).view_as(outputs)).sum() + (h_n**2).sum()
-    return [outputs, h_n, *torch.autograd.grad(loss, [x, *cell.parameters()])]
+    return [outputs, h_n, *torch.autograd.grad(loss, [*inputs, *cell.parameters()])]
 
 
+@requires_cpp
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("config", CONFIGS)
 def test_two_threads_split_the_batch_rows_and_give_the_same_results(config, training):
     """With several threads each thread runs its own batch rows through every step (forward and backward)."""
-    if not cpp_available():
-        pytest.skip("the C++ extension cannot be built here (no compiler or ninja)")
     if sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info():
         assert torch.ops.rrn_fast_cells.parallel()  # built with OpenMP: at::parallel_for really uses the threads
     name, options = CONFIGS[config]
@@ -205,12 +204,11 @@ ONEDNN_CONFIGS = {key: CONFIGS[key] for key in ("gres_rnn", "res_rnn linear relu
     "res_rnn batch norm": ("res_rnn", dict(batch_norm=True))}
 
 
+@requires_cpp
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("config", ONEDNN_CONFIGS)
 def test_onednn_step_gemm_from_hidden_size_256_in_float32_gives_the_same_results(config, training, monkeypatch):
     """float32, hidden_size >= 256: oneDNN multiplies by [U; ...] each step (as nn.LSTM's kernel); RRN_ONEDNN=0: MKL."""
-    if not cpp_available():
-        pytest.skip("the C++ extension cannot be built here (no compiler or ninja)")
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN")
     name, options = ONEDNN_CONFIGS[config]
@@ -303,9 +301,7 @@ def test_batch_norm_on_the_fast_path_equals_the_step_by_step_loop(config, backen
         cell = copy.deepcopy(base).train(training)
         with fast.use_backend(which):
             assert cell.layers[0][0].fast_backend(x) == which
-            outputs, h_n = cell(x, torch.tensor(lengths), state)
-        loss = (outputs * torch.linspace(-1, 1, outputs.numel(), dtype=dtype).view_as(outputs)).sum() + (h_n**2).sum()
-        results[which] = [outputs, h_n, *torch.autograd.grad(loss, [x, state, *cell.parameters()]), *cell.buffers()]
+            results[which] = outputs_and_gradients(cell, x, torch.tensor(lengths), True, state) + list(cell.buffers())
     for index, (actual, expected) in enumerate(zip(results[backend], results["step"], strict=True)):
         assert_relative(actual, expected, tolerance, f"result {index}")
 
@@ -327,13 +323,12 @@ def test_batch_norm_fast_path_gradcheck_float64(backend):
 DEVICE_LOOP_CONFIGS = CONFIGS | {f"{key} batch norm": value for key, value in BATCH_NORM_CONFIGS.items()}
 
 
+@requires_cpp
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("config", DEVICE_LOOP_CONFIGS)
 def test_the_loop_a_gpu_runs_gives_the_same_results(config, training, monkeypatch):
     """The C++ loop of ATen ops that CUDA runs (RRN_FAST_CELLS_DEVICE_LOOP=1 runs it on CPU): float64, padded,
     both directions, every output, gradient and running estimate against the step-by-step loop."""
-    if not cpp_available():
-        pytest.skip("the C++ extension cannot be built here (no compiler or ninja)")
     name, options = DEVICE_LOOP_CONFIGS[config]
     torch.manual_seed(0)
     base = perturbed(get_cell(name)(input_size=5, hidden_size=6, num_layers=2, bidirectional=True, **options))
@@ -366,16 +361,15 @@ def test_no_ninja_falls_back_to_pure_pytorch_with_one_warning(monkeypatch):
         assert cell(torch.randn(2, 5, 3))[0].shape == (2, 5, 4)
 
 
+@requires_cpp
 def test_a_compiler_without_openmp_still_builds_the_extension_for_one_thread(tmp_path):
     """The build tries OpenMP first; where the compiler refuses it, the same source builds without (a fresh
     extensions folder, in a subprocess: about 15 s of compiling)."""
-    if not cpp_available():
-        pytest.skip("the C++ extension cannot be built here (no compiler or ninja)")
     code = ("import warnings; warnings.simplefilter('error'); import torch; from rrn_app.cells import fast;"
             "fast.OPENMP_FLAG = '-fno-such-openmp-option';"  # what a compiler without OpenMP makes of -fopenmp
             "print(fast.backend(), torch.ops.rrn_fast_cells.parallel() if fast.backend() == 'cpp' else None)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)})
+                          env={**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     openmp_torch = fast._torch_uses_openmp()
     assert done.stdout.split() == ["cpp", "False" if openmp_torch else "True"]
@@ -401,7 +395,7 @@ def test_environment_variable_chooses_the_path_without_building(setting, expecte
             "cell = get_cell('res_rnn')(input_size=3, hidden_size=4); cell(torch.randn(2, 5, 3));"
             "import torch.utils.cpp_extension as c; print(fast.backend(), hasattr(torch.ops.rrn_fast_cells, 'forward'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**__import__("os").environ, fast.ENV: setting}, timeout=120)
+                          env={**os.environ, fast.ENV: setting}, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [expected, "False"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_dir_of
 from rrn_app.generate import generate
 from rrn_app.validation import UserError
 
@@ -21,8 +21,7 @@ def char_lm_run(data_root, tmp_path_factory) -> Path:
                      "cell.hidden_size=32", "task.data.batch_size=16", "task.data.seq_length=20", "trainer.max_epochs=1",
                      "trainer.limit_train_batches=30", "trainer.limit_val_batches=5", "trainer.limit_test_batches=5",
                      "trainer.enable_progress_bar=false", cwd=cwd, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    run_dir = run_dir_of(result)
     metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
     assert {"val/loss", "val/bpc", "val/perplexity", "test/loss", "test/bpc", "test/perplexity"} <= set(metrics)
     return run_dir

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BatchRecorder, run_cli, run_epochs
+from conftest import BatchRecorder, run_cli, run_dir_of, run_epochs
 from rrn_app import music_io
 from rrn_app.data.music import KEYS, MusicDataModule, PieceWindows, WindowSampler, collate, load_pieces, piano_roll
 from rrn_app.tasks.music import FrameMetrics, MusicModel, frame_nll, parse_prime
@@ -319,8 +319,7 @@ def test_short_real_training_run_writes_results_checkpoint_and_epoch_samples(dat
                      f"data.root={data_root}", "threads=1", "logger=csv", "trainer.max_epochs=2",
                      "trainer.limit_train_batches=4", "trainer.enable_progress_bar=false", "task.model.sample_length=8",
                      cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    run_dir = run_dir_of(result)
     results = json.loads((run_dir / "results.json").read_text())
     metrics = results["metrics"]
     for name in ("val/nll", "test/nll", "val/frame_acc", "test/frame_acc"):

@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_dir_of
 from rrn_app.cells import registry
 from test_registry import make_plugin
 
@@ -78,8 +78,7 @@ def test_installed_plugin_trains_on_sst(plugin_site, data_root, tmp_path):
         "trainer.limit_train_batches=5", "logger=none", "trainer.enable_progress_bar=false",
         env={"PYTHONPATH": str(plugin_site)}, cwd=tmp_path, timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((Path(result.stdout.splitlines()[-1]) / "results.json").read_text())
+    results = json.loads((run_dir_of(result) / "results.json").read_text())
     assert results["cell"] == "indrnn" and "test/acc" in results["metrics"]
     assert results["config"]["cell"] == {"name": "indrnn", "hidden_size": 16, "num_layers": 2, "dropout": 0.0,
                                          "bidirectional": True, "residual": True, "activation": "relu",

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 from torch import nn
 
-from conftest import run_cli
+from conftest import run_cli, run_dir_of
 from rrn_app.cells import UnknownCellError, get_cell, list_cells, register_cell
 from rrn_app.cells import registry
 
@@ -119,8 +119,7 @@ def test_plugin_cell_trains_from_the_command_line_with_its_options(tmp_path, dat
         "task.data.train_on=sentences", "trainer.max_epochs=1", "trainer.limit_train_batches=5", "logger=none",
         "trainer.enable_progress_bar=false", env={"PYTHONPATH": str(plugins)}, cwd=tmp_path, timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((__import__("pathlib").Path(result.stdout.splitlines()[-1]) / "results.json").read_text())
+    results = json.loads((run_dir_of(result) / "results.json").read_text())
     assert results["cell"] == "toy_tanh"
     assert results["config"]["cell"] == {"name": "toy_tanh", "hidden_size": 16, "num_layers": 1, "dropout": 0.0,
                                          "bidirectional": False, "gain": 0.5}

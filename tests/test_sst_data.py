@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections import Counter
 
 import pytest
@@ -67,7 +68,7 @@ def test_pretrained_vectors_and_unknown_words(sst, glove_path):
     assert matrix.shape == (len(sst.vocabulary), 50)
     assert sst.vectors_found > 0.9 * len(sst.vocabulary)
     assert torch.all(matrix[0] == 0)
-    first_line = __import__("gzip").open(glove_path, "rt").readline().split()
+    first_line = gzip.open(glove_path, "rt").readline().split()
     assert first_line[0] == "the"
     torch.testing.assert_close(matrix[sst.vocabulary.stoi["the"]], torch.tensor([float(v) for v in first_line[1:]]))
     vocabulary = Vocabulary(["<pad>", "<unk>", "the", "zzqxunseenword"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_dir_of
 from rrn_app.train import train
 from rrn_app.validation import UserError
 
@@ -95,8 +95,7 @@ def test_command_line_run_with_wandb_offline(data_root, tmp_path):
     result = run_cli("rrn-train", "task=sst", "cell=lstm", f"data.root={data_root}", *QUICK[:-1], "logger=wandb",
                      "trainer.max_epochs=1", "trainer.limit_train_batches=20", cwd=tmp_path,
                      env={"WANDB_MODE": "", "WANDB_API_KEY": ""}, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    run_dir = run_dir_of(result)
     assert run_dir.is_dir() and run_dir.is_relative_to(tmp_path / "runs" / "sst" / "lstm")
     assert (run_dir / "results.json").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
@@ -109,8 +108,7 @@ def test_two_process_cpu_ddp(data_root, tmp_path):
     result = run_cli("rrn-train", "task=sst", "cell=res_lstm", "cell.keep_prob=0.75", f"data.root={data_root}", *QUICK,
                      "trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.accelerator=cpu",
                      "trainer.devices=2", "trainer.strategy=ddp", cwd=tmp_path, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    run_dir = run_dir_of(result)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["config"]["trainer"]["devices"] == 2
     assert sum(map(sum, results["test_confusion_matrix"])) == 2210  # both ranks' test examples, gathered
