@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rrn_app.validation import UserError
 
@@ -30,6 +31,16 @@ class Dataset:
     def folder(self) -> str:
         """The folder under the data root that holds the dataset (sst, imdb, polyphonic, ...)."""
         return self.files[0].split("/", 1)[0]
+
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+
+
+def embedded_path(name: str, relative: str) -> Path:
+    """The packaged copy of one file of an embedded dataset: embedded/<name>/<file name>, gzip'd (.gz added
+    unless the file is a .gz already, which is then shipped as it is read)."""
+    file_name = relative.rsplit("/", 1)[-1]
+    return EMBEDDED_DIR / name / (file_name if file_name.endswith(".gz") else file_name + ".gz")
 
 
 _MUSIC_CITATION = ("Boulanger-Lewandowski, Bengio & Vincent, ICML 2012, \"Modeling Temporal Dependencies in "
