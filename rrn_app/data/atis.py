@@ -19,6 +19,7 @@ import torch
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
+from rrn_app.data.locate import dataset_root
 from rrn_app.data.text import Vocabulary, pad_batch, pad_sequences, require_vectors
 from rrn_app.data.words import WordDataModule
 from rrn_app.validation import UserError
@@ -78,11 +79,7 @@ class ATISDataModule(WordDataModule):
         self.min_freq = validation.positive_int("min_freq", min_freq)
         self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
         self.vectors, self.cache_dir, self.num_workers, self.seed = vectors, cache_dir, num_workers, seed
-        self.folder = Path(root) / "atis"
-        validation.require_files(
-            [self.folder / split / name for split in SPLITS.values() for name in FILES], "ATIS",
-            f"Put the folders train/, valid/ and test/, each with seq.in, seq.out and label, in {self.folder}/ "
-            f"(from {SOURCE_URL}), or point data.root at a folder that holds atis/ (e.g. data.root=../shared/data).")
+        self.folder = dataset_root(root, "atis") / "atis"
         if vectors:
             require_vectors(vectors)
         self.splits = None

@@ -25,6 +25,9 @@ class Dataset:
     licence: str
     sha256: dict[str, str] = field(default_factory=dict)   # file -> checksum, where known
     embedded: bool = False          # a copy ships with the package (rrn_app/data/embedded/)
+    embedded_note: str = ""         # how the embedded copy differs from the full dataset, if it does
+    embedded_sha256: dict[str, str] = field(default_factory=dict)  # file -> checksum of the expanded embedded
+                                                                    # copy, where it differs from `sha256`
     tasks: tuple[str, ...] = ()     # the rrn tasks that read it
 
     @property
@@ -65,7 +68,9 @@ DATASETS: dict[str, Dataset] = {
             ("https://nlp.stanford.edu/data/glove.6B.zip",),
             "Pennington, Socher & Manning, EMNLP 2014", "ODC PDDL 1.0",
             {"glove/glove.6B.50d.filtered.txt.gz": "af8e669043e2429f60ccf7dba4765d8515e8208b53f34f3744500f3910f0a136"},
-            embedded=True, tasks=("sst", "imdb", "atis")),
+            embedded=True, tasks=("sst", "imdb", "atis"), embedded_note="SST's words only",
+            embedded_sha256={"glove/glove.6B.50d.filtered.txt.gz":
+                             "66efbffd0550248594a350e7904f89e4ee2c668bbac5ae6c4e7ec1aedcfbc0ac"}),
         Dataset(
             "imdb", "IMDB Large Movie Review Dataset v1.0 (25,000 train / 25,000 test reviews, 50,000 unlabelled)",
             ("imdb/train.jsonl.gz", "imdb/test.jsonl.gz", "imdb/unsup.jsonl.gz"),

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rrn_app import validation
+from rrn_app.data.locate import dataset_root
 from rrn_app.validation import UserError
 
 DATASETS = ("tinyshakespeare", "ptb_char")
@@ -117,11 +118,7 @@ class CharLMDataModule(L.LightningDataModule):
         self.seq_length = validation.positive_int("seq_length", seq_length)
         self.eval_batch_size = validation.positive_int("eval_batch_size", eval_batch_size or batch_size)
         self.num_workers = num_workers
-        self.root = Path(root)
-        validation.require_files(
-            data_files(root, dataset), dataset,
-            f"Put it there (from {SOURCES[dataset]}), or point data.root at a folder that holds {dataset}/ "
-            "(e.g. data.root=../shared/data).")
+        self.root = dataset_root(root, self.dataset)  # data.root, else the embedded copy (Tiny Shakespeare)
         self.texts = None
 
     def setup(self, stage: str | None = None) -> None:

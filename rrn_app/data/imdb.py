@@ -23,6 +23,7 @@ import torch
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
+from rrn_app.data.locate import dataset_root
 from rrn_app.data.text import UNK, Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
 from rrn_app.validation import UserError
@@ -108,12 +109,7 @@ class IMDBDataModule(WordDataModule):
         self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
         self.lowercase, self.vectors, self.cache_dir = lowercase, vectors, cache_dir
         self.num_workers, self.seed = num_workers, seed
-        self.folder = Path(root) / "imdb"
-        validation.require_files(
-            [self.folder / name for name in FILES.values()], "IMDB",
-            'Put train.jsonl.gz and test.jsonl.gz (gzip\'d JSON lines {"text": ..., "label": 0|1}, made from the '
-            f"train/ and test/ folders of {SOURCE_URL}) in {self.folder}/, or point data.root at a folder that "
-            "holds imdb/ (e.g. data.root=../shared/data).")
+        self.folder = dataset_root(root, "imdb", [f"imdb/{name}" for name in FILES.values()]) / "imdb"
         if vectors:
             require_vectors(vectors)
         self.splits = None

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from rrn_app import validation
 from rrn_app.data.batching import BucketBatchSampler
+from rrn_app.data.locate import dataset_root
 from rrn_app.validation import MissingDataError, UserError
 
 SOURCE_URL = "http://www-etud.iro.umontreal.ca/~boulanni/icml2012"
@@ -69,8 +70,8 @@ def piano_roll(piece, path: Path | str = "?", where: str = "") -> torch.Tensor:
 
 def load_pieces(path: Path) -> dict[str, list[torch.Tensor]]:
     """The pickle's splits as piano rolls: {"train": [...], "validation": [...], "test": [...]}."""
-    fix = (f"Put the Boulanger-Lewandowski pickle ({SOURCE_URL}) at {path}, or point data.root at a folder "
-           "that holds polyphonic/ (e.g. data.root=../shared/data).")
+    fix = (f"Get it with `rrn-data get {path.stem}` (the Boulanger-Lewandowski pickle, {SOURCE_URL}), or set "
+           "data.root=<a folder holding polyphonic/>.")
     if not path.is_file():
         raise MissingDataError(f"music dataset not found: {path}. {fix}")
     try:
@@ -175,9 +176,7 @@ class MusicDataModule(L.LightningDataModule):
         self.eval_batch_size = validation.positive_int("eval_batch_size", eval_batch_size)
         self.tempo = validation.positive_float("tempo", tempo)
         self.num_workers, self.seed = num_workers, seed
-        self.path = dataset_path(root, dataset)
-        if not self.path.is_file():
-            load_pieces(self.path)  # the missing-file error, before anything else
+        self.path = dataset_path(dataset_root(root, dataset), dataset)  # data.root's, else the embedded copy (JSB)
         self.pieces = None
 
     def setup(self, stage: str | None = None) -> None:

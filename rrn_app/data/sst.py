@@ -9,10 +9,10 @@ binary with neutral dropped (0-1 -> 0, 3-4 -> 1).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
+from rrn_app.data.locate import dataset_root
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
 from rrn_app.data.text import Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
@@ -62,11 +62,7 @@ class SSTDataModule(WordDataModule):
         self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
         self.lowercase, self.vectors, self.cache_dir = lowercase, vectors, cache_dir
         self.num_workers, self.seed = num_workers, seed
-        self.folder = Path(root) / "sst"
-        validation.require_files(
-            [self.folder / name for name in SPLITS.values()], "SST",
-            f"Put the PTB-format trees train.txt, dev.txt and test.txt in {self.folder}/ (from {SOURCE_URL}, folder "
-            "trees/), or point data.root at a folder that holds sst/ (e.g. data.root=../shared/data).")
+        self.folder = dataset_root(root, "sst") / "sst"  # data.root's, else the embedded copy
         if vectors:
             require_vectors(vectors)
         self.splits = None

@@ -39,9 +39,14 @@ def require_vectors(path: str | Path) -> Path:
     """The word-vectors file, or an error naming it and the fix (the DataModules check it before reading data)."""
     path = Path(path)
     if not path.is_file():
+        from rrn_app.data.locate import vectors_fallback  # the default GloVe file falls back to the embedded rows
+
+        fallback = vectors_fallback(path)
+        if fallback is not None:
+            return fallback
         raise MissingDataError(
-            f"word vectors not found: {path}. Set task.data.vectors to a GloVe text file, plain or .gz "
-            "(https://nlp.stanford.edu/projects/glove/), or task.data.vectors=null to learn embeddings from scratch."
+            f"word vectors not found: {path}. Get GloVe with `rrn-data get glove`, set task.data.vectors to a GloVe "
+            "text file, plain or .gz, or task.data.vectors=null to learn embeddings from scratch."
         )
     return path
 
