@@ -18,7 +18,6 @@ ended before this window), "reset" bool}.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from rrn_app import validation
 from rrn_app.data.batching import BucketBatchSampler
+from rrn_app.data.music_files import read_music_file
 from rrn_app.data.locate import dataset_root
 from rrn_app.validation import MissingDataError, UserError
 
@@ -74,25 +74,9 @@ def load_pieces(path: Path) -> dict[str, list[torch.Tensor]]:
            "data.root=<a folder holding polyphonic/>.")
     if not path.is_file():
         raise MissingDataError(f"music dataset not found: {path}. {fix}")
-    try:
-        with open(path, "rb") as file:
-            raw = pickle.load(file, encoding="latin1")
-    except Exception as error:  # noqa: BLE001  (a truncated or foreign file raises anything from pickle)
-        raise UserError(f"could not read {path} ({type(error).__name__}: {error}); is the file corrupt? "
-                        f"{fix}") from None
-    if not isinstance(raw, dict) or any(not isinstance(raw.get(key), list) for key in SPLITS.values()):
-        raise UserError(f"{path} is not a polyphonic music pickle: it must hold a dict with lists 'train', 'valid' "
-                        f"and 'test'. {fix}")
-    pieces = {}
-    for split, key in SPLITS.items():
-        pieces[split] = []
-        for number, piece in enumerate(raw[key]):
-            steps_are_lists = isinstance(piece, (list, tuple)) and all(isinstance(s, (list, tuple)) for s in piece)
-            if not piece or not steps_are_lists:
-                raise UserError(f"{path}: {key} piece {number} is not a non-empty list of time steps (lists of "
-                                f"MIDI notes). Is the file corrupt? {fix}")
-            pieces[split].append(piano_roll([list(step) for step in piece], path, f"{key} piece {number}"))
-    return pieces
+    raw = read_music_file(path, fix)   # rrn's pickle, a canonical pickle or a .mat; pickles read restricted
+    return {split: [piano_roll(piece, path, f"{key} piece {number}") for number, piece in enumerate(raw[key])]
+            for split, key in SPLITS.items()}
 
 
 def shifted(roll: torch.Tensor) -> torch.Tensor:
