@@ -1,16 +1,32 @@
-"""Where the configs live, plugin cells as config choices, and early checks of the command line."""
+"""Where the configs live, plugin cells as config choices, and the checks of a composed config.
+
+A composed config is checked before any data is read: every group choice must exist (each value of a sweep
+too), and the options of the cell, the task model and the data module must fit their constructors'
+annotations (`bidirectional: bool` takes true or false, nothing else). The command line's own checks, which
+run before Hydra makes a run folder, are in rrn_app/command_line.py.
+"""
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
+import re
 from importlib.resources import files
 from pathlib import Path
 
-from rrn_app.validation import UserError
+from omegaconf import OmegaConf
+
+from rrn_app.validation import UserError, check_annotated_options
 
 # Options every cell config starts from when a plugin ships no yaml; the cell's own defaults override these.
 CELL_DEFAULTS = {"hidden_size": 80, "num_layers": 2, "dropout": 0.0, "bidirectional": False}
+
+# Constructor-backed nodes of the config: (config key, where the class is named).
+CHECKED_NODES = ("task.model", "task.data")
+
+# A job folder name longer than this (most file systems allow 255 bytes) is cut and given a hash of the whole.
+MAX_FOLDER_NAME = 160
 
 
 def config_dir() -> Path:
@@ -18,9 +34,17 @@ def config_dir() -> Path:
     return Path(str(files("rrn_app.conf")))
 
 
+def config_groups() -> list[str]:
+    """The config groups rrn offers (folders of conf/ holding yaml files), plus `cell` for plugin cells."""
+    groups = {path.name for path in config_dir().iterdir() if path.is_dir() and any(path.rglob("*.yaml"))}
+    return sorted(groups | {"cell"})
+
+
 def choices(group: str) -> list[str]:
-    """The names a config group offers: its yaml files, plus (for `cell`) every registered cell."""
-    names = {path.stem for path in (config_dir() / group).glob("*.yaml")}
+    """The names a config group offers: its yaml files (sub/folder/name for nested ones), plus (for `cell`)
+    every registered cell."""
+    folder = config_dir() / group
+    names = {path.relative_to(folder).with_suffix("").as_posix() for path in folder.rglob("*.yaml")}
     if group == "cell":
         from rrn_app.cells import list_cells
 
@@ -51,14 +75,127 @@ def register_plugin_cells() -> None:
         store.store(group="cell", name=info.name, node=node)
 
 
+def parse_overrides(overrides: list[str]):
+    """The command line's key=value arguments as Hydra's parser reads them; None if Hydra would reject them
+    (then Hydra itself reports the syntax error)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return None
+
+
+def group_values(override) -> list:
+    """The group choices one override stands for: one, or each value of a sweep (`a,b`, `choice(a,b)`,
+    `glob(res_*)`, ...). A list value (`callbacks=[a,b]`) stands for each of its names."""
+    from hydra.core.override_parser.types import Glob
+
+    value = override.value()
+    if isinstance(value, Glob):
+        values = value.filter(choices(override.key_or_group))
+    elif override.is_discrete_sweep():
+        values = list(override.sweep_iterator())
+    elif override.is_sweep_override():
+        values = []  # an interval: no names to check
+    else:
+        values = [value]
+    flat = []
+    for value in values:
+        flat.extend(value if isinstance(value, list) else [value])
+    return [str(value) for value in flat if value is not None and str(value) != "null"]
+
+
 def check_group_choices(overrides: list[str]) -> None:
-    """Fail early, with the known names and a close match, on `task=`/`cell=`/... values that do not exist."""
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        if not sep or key not in ("task", "cell", "logger", "trainer", "experiment") or value in ("", "null"):
+    """Fail early, with the known names and a close match, on `task=`/`cell=`/... values that do not exist,
+    each value of a sweep (`cell=lstm,res_lstn`) included."""
+    parsed = parse_overrides(overrides)
+    if parsed is None:
+        return
+    groups = config_groups()
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_delete() or override.is_hydra_override() or key not in groups:
             continue
         known = choices(key)
-        if value not in known:
-            close = difflib.get_close_matches(value, known, n=1)
-            hint = f" Did you mean {key}={close[0]}?" if close else ""
-            raise UserError(f"unknown {key} {value!r}.{hint} Known {key} choices: {', '.join(known)}.")
+        for value in group_values(override):
+            if value not in known:
+                close = difflib.get_close_matches(value, known, n=1)
+                hint = f" Did you mean {key}={close[0]}?" if close else ""
+                where = f" (in {override.input_line})" if override.is_sweep_override() else ""
+                raise UserError(f"unknown {key} {value!r}{where}.{hint} Known {key} choices: {', '.join(known)}.")
+
+
+def _node_options(node) -> dict:
+    """A config node as plain Python values, interpolations resolved where they can be (a value that cannot be
+    resolved here, e.g. one naming Hydra's run-time settings, is left out)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException:
+        options = {}
+        for key in node:
+            try:
+                value = node[key]
+                options[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            except OmegaConfBaseException:
+                continue
+        return options
+
+
+def node_class(cfg, key: str):
+    """(class, label) behind a constructor-backed node (`cell`, `task.model`, `task.data`), or (None, None)."""
+    node = OmegaConf.select(cfg, key)
+    if node is None or not OmegaConf.is_dict(node):
+        return None, None
+    if key == "cell":
+        from rrn_app.cells import cell_info
+
+        name = node.get("name")
+        return (cell_info(name).cls, name) if name else (None, None)
+    target = node.get("_target_")
+    if not target:
+        return None, None
+    from hydra.utils import get_class
+
+    try:
+        return get_class(target), target.rpartition(".")[2]
+    except Exception:  # a _target_ that does not import: instantiate reports it with its own message
+        return None, None
+
+
+def check_options(cfg) -> None:
+    """The cell's, the task model's and the data module's options against their constructors' annotations,
+    before any data is read: a one-line UserError naming the full key and what it may be."""
+    cls, _ = node_class(cfg, "cell")
+    if cls is not None:
+        options = _node_options(cfg.cell)
+        name = options.pop("name")
+        check_annotated_options("cell", cls, options, owner=name)
+    for key in CHECKED_NODES:
+        cls, label = node_class(cfg, key)
+        if cls is not None:
+            check_annotated_options(key, cls, _node_options(OmegaConf.select(cfg, key)), owner=label)
+
+
+def job_folder_name(number, overrides="") -> str:
+    """A multirun job's folder: `3_cell=res_lstm,seed=1` (its number and its overrides), made safe for a file
+    system: characters other than letters, digits and `=,._+-` become `_`, and a long name is cut, keeping a
+    hash of the whole so that two jobs never share a folder."""
+    name = f"{number}_{overrides}" if overrides else str(number)
+    safe = re.sub(r"[^A-Za-z0-9=,._+\-]", "_", name)
+    if len(safe) > MAX_FOLDER_NAME:
+        safe = f"{safe[:MAX_FOLDER_NAME - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return safe
+
+
+def register_resolvers() -> None:
+    """`${rrn_job_folder:...}` for conf/config.yaml's hydra.sweep.subdir (registered on import of this module:
+    a launcher's worker process that unpickles the task function imports it too)."""
+    if not OmegaConf.has_resolver("rrn_job_folder"):
+        OmegaConf.register_new_resolver("rrn_job_folder", job_folder_name)
+
+
+register_resolvers()

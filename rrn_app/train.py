@@ -36,20 +36,24 @@ def build(config, prefix: str, **arguments):
 
 
 def check_cell(cell_config) -> None:
-    """Build the cell once, small, so a bad option fails before any data is read."""
-    from rrn_app.cells import get_cell
+    """Check the cell's options against its constructor's annotations, then build it once, small, so a bad
+    option fails before any data is read."""
+    from omegaconf import OmegaConf
 
-    options = dict(cell_config)
+    from rrn_app.cells import cell_info
+    from rrn_app.validation import check_annotated_options
+
+    options = OmegaConf.to_container(cell_config, resolve=True) if OmegaConf.is_config(cell_config) \
+        else dict(cell_config)
     name = options.pop("name")
-    cell = get_cell(name)
+    info = cell_info(name)
+    check_annotated_options("cell", info.cls, options, owner=name)
     try:
-        cell(input_size=8, **options)
+        info.cls(input_size=8, **options)
     except InvalidOption as error:
         raise error.with_prefix("cell") from None
     except TypeError as error:
-        from rrn_app.cells import cell_info
-
-        known = ", ".join(option for option in cell_info(name).options())
+        known = ", ".join(option for option in info.options())
         raise UserError(f"cell {name!r} rejected its options ({error}). Its options are: {known}.") from None
 
 
@@ -201,30 +205,42 @@ def train(cfg) -> Path:
 
 
 def _hydra_entry():
+    """Hand the (checked) command line to Hydra; each job trains and returns its monitored validation metric."""
     import hydra
 
-    from rrn_app.config import config_dir
+    from rrn_app import command_line, config  # imported here, this also registers the job-folder resolver
 
-    @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+    @hydra.main(config_path=str(config.config_dir()), config_name="config", version_base="1.3")
     def run(cfg):
         try:
-            run_dir = train(cfg)
+            config.check_options(cfg)  # values a sweeper chose (e.g. Optuna's) were not seen by the early check
+            returned = train(cfg)
         except UserError as error:
+            command_line.remove_unused_run_dir(Path(cfg.run_dir))  # rejected before training: leave no folder
             print(f"rrn-train: error: {error}", file=sys.stderr)
             sys.exit(2)
-
+        run_dir = Path(returned) if isinstance(returned, (str, os.PathLike)) else Path(cfg.run_dir)
         if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
             print(run_dir.resolve(), flush=True)
+        if isinstance(returned, (int, float)) and not isinstance(returned, bool):
+            return float(returned)
+        return command_line.monitored_metric(run_dir, cfg.task.monitor)  # what a sweeper (Optuna) optimises
 
     run()
 
 
 def main() -> None:
-    from rrn_app.config import check_group_choices, register_plugin_cells
+    """rrn-train: check the command line (every job of a multirun) before Hydra makes any folder, then run."""
+    from rrn_app.command_line import preflight
+    from rrn_app.config import register_plugin_cells
+
+    def check_job(cfg):
+        check_cell(cfg.cell)
+        check_precision(cfg.trainer)
 
     try:
         register_plugin_cells()
-        check_group_choices(sys.argv[1:])
+        sys.argv[1:] = preflight(sys.argv[1:], check_job=check_job)
     except UserError as error:
         print(f"rrn-train: error: {error}", file=sys.stderr)
         sys.exit(2)

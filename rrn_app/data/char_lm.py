@@ -108,7 +108,10 @@ class CharLMDataModule(L.LightningDataModule):
                  batch_size: int = 64, seq_length: int = 100, eval_batch_size: int | None = None,
                  num_workers: int = 0):
         super().__init__()
-        self.dataset = validation.one_of("dataset", dataset, DATASETS)
+        if dataset not in DATASETS:
+            raise validation.InvalidOption("dataset", dataset, f"must be one of {', '.join(map(repr, DATASETS))} "
+                                           "(choose it with task.dataset=<name>)")
+        self.dataset = dataset
         self.split = tuple(split)
         if (len(self.split) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in self.split)
                 or abs(sum(self.split) - 1) > 1e-6):
