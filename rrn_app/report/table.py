@@ -92,11 +92,15 @@ def check_baseline(groups: list[Group], baseline: tuple[str, str]) -> None:
 
 
 def _closest_baseline(row: Row, candidates: list[Row], keys: list[str], baseline_key: str) -> Row:
-    """The baseline group that agrees with `row` on the most other differing settings."""
-    others = [key for key in keys if key != baseline_key and not key.startswith(baseline_key + ".")]
-    score = lambda candidate: sum(candidate.group.settings.get(key) == row.group.settings.get(key)  # noqa: E731
-                                  for key in others)
-    return max(candidates, key=score)  # max keeps the first of equals
+    """The baseline group that agrees with `row` on the most other differing settings (settings only one of the
+    two has, such as a res_lstm option an lstm lacks, do not count)."""
+    others = [key for key in keys if key not in (baseline_key, f"{baseline_key}.name")]
+
+    def agreement(candidate: Row) -> int:
+        mine, theirs = row.group.settings, candidate.group.settings
+        return sum(key in mine and key in theirs and mine[key] == theirs[key] for key in others)
+
+    return max(candidates, key=agreement)  # max keeps the first of equals
 
 
 def build_task(task: str, groups: list[Group], baseline: tuple[str, str] | None,
