@@ -1,11 +1,23 @@
-"""Training throughput: tokens per second over the training batches, data loading included."""
+"""rrn's Lightning callbacks (throughput, validation history) and the `callbacks` config group turned into them.
+
+`conf/callbacks/` holds one key per callback, each a `_target_` node that Hydra instantiates
+(lightning-hydra-template's shape): `callbacks=none`, `~callbacks.<name>`, `+callbacks.<name>._target_=<class>`.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 
 import lightning as L
 import torch
+
+from rrn_app.validation import UserError
+
+CALLBACKS_HINT = ("callbacks are the `callbacks` config group: add one with "
+                  "+callbacks.<name>._target_=<class> (e.g. +callbacks.lr_monitor._target_="
+                  "lightning.pytorch.callbacks.LearningRateMonitor), drop one with ~callbacks.<name>, "
+                  "or choose callbacks=none")
 
 
 class Throughput(L.Callback):
@@ -38,3 +50,76 @@ class Throughput(L.Callback):
         tokens = trainer.strategy.reduce(torch.tensor(float(self.tokens)), reduce_op="sum")
         seconds = trainer.strategy.reduce(torch.tensor(self.seconds), reduce_op="max")
         return float(tokens) / float(seconds) if float(seconds) > 0 else 0.0
+
+
+class ValidationHistory(L.Callback):
+    """Every validation epoch's `val/*` metrics while fitting, as columns: {"epoch": [0, 1, ...], "val/loss": [...]}.
+
+    What results.json's `history` holds, so learning curves need no logger. Kept in checkpoints, so a resumed
+    run's history starts with the epochs before the interruption. A value that is not finite is None.
+    """
+
+    def __init__(self):
+        self.history: dict[str, list] = {"epoch": []}
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return  # not the sanity check, nor the final validate on the best checkpoint
+        values = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
+        epochs = self.history["epoch"]
+        if epochs and epochs[-1] == trainer.current_epoch:  # validation more than once an epoch: keep the last
+            for column in self.history.values():
+                column.pop()
+        rows = len(epochs)
+        for name in sorted(values.keys() - self.history.keys()):
+            self.history[name] = [None] * rows  # a metric that appears late
+        epochs.append(trainer.current_epoch)
+        for name, column in self.history.items():
+            if name != "epoch":
+                value = values.get(name)
+                column.append(value if value is not None and math.isfinite(value) else None)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = state_dict.get("history", {"epoch": []})
+
+
+def build_callbacks(callbacks_config, *, has_logger: bool, progress_bar: bool) -> list[L.Callback]:
+    """The `callbacks` config group, instantiated by Hydra in its order: a list of callbacks.
+
+    A null entry is skipped. A learning-rate monitor is left out without a logger (it has nowhere to write), a
+    progress bar when `trainer.enable_progress_bar=false` (Lightning refuses the pair).
+    """
+    from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+
+    from rrn_app.train import build
+
+    callbacks = []
+    for name, node in (callbacks_config or {}).items():
+        if node is None:
+            continue
+        if not hasattr(node, "get") or "_target_" not in node:
+            raise UserError(f"callbacks.{name} names no class: give +callbacks.{name}._target_=<class>, or "
+                            f"drop it with ~callbacks.{name}. ({CALLBACKS_HINT})")
+        callback = build(node, f"callbacks.{name}")
+        if not isinstance(callback, L.Callback):
+            raise UserError(f"callbacks.{name}._target_={node['_target_']} is not a Lightning callback "
+                            f"(lightning.pytorch.Callback).")
+        if isinstance(callback, LearningRateMonitor) and not has_logger:
+            continue
+        if isinstance(callback, ProgressBar) and not progress_bar:
+            continue
+        callbacks.append(callback)
+    return callbacks
+
+
+def trainer_callbacks_error(value) -> UserError:
+    """`+trainer.callbacks=[...]`: Lightning's Trainer gets its callbacks from the callbacks group."""
+    return UserError(f"trainer.callbacks is not read ({value!r}): {CALLBACKS_HINT}.")
+
+
+def find(callbacks, cls):
+    """The first callback of a class in a Trainer's list, or None."""
+    return next((callback for callback in callbacks if isinstance(callback, cls)), None)

@@ -81,19 +81,49 @@ def check_precision(trainer_config) -> None:
 
 
 def make_logger(logger_config, run_dir: Path, config_dict: dict):
+    """The configured Lightning logger (conf/logger/), with the whole resolved config as its hyper-parameters;
+    False for logger=none. W&B is offline unless a key is configured; a CSV logger whose folder already holds a
+    metrics.csv (a resumed run) writes the next `version_N` beside it instead of deleting it."""
     if not logger_config or "_target_" not in logger_config:
         return False
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from rrn_app.noise import drop_wandb_anonymous
+
     options = OmegaConf.to_container(logger_config, resolve=True)
-    if options["_target_"].endswith("WandbLogger"):
+    target = options["_target_"]
+    if target.endswith("WandbLogger"):
         if options.get("offline", "auto") == "auto":
             options["offline"] = not wandb_key_configured()
         os.environ.setdefault("WANDB_SILENT", "true")
+    if target.endswith("CSVLogger") and options.get("version") in ("", None):
+        folder = Path(options["save_dir"]) / options.get("name", "lightning_logs")
+        number = 0
+        while (folder / (f"version_{number}" if number else "") / "metrics.csv").exists():
+            number += 1
+        options["version"] = f"version_{number}" if number else ""
     logger = instantiate(options)
+    if target.endswith("WandbLogger"):
+        drop_wandb_anonymous(logger)
     logger.log_hyperparams(config_dict)  # the whole resolved config, beside the model's own hyper-parameters
     return logger
+
+
+def finish_wandb(logger) -> str | None:
+    """Close the W&B run; for an offline run, the line that says so and how to upload it."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger) or logger._experiment is None:
+        return None
+    import wandb
+
+    run = logger.experiment
+    offline, sync_dir = bool(getattr(run, "offline", False)), getattr(run, "sync_dir", None)
+    wandb.finish()
+    if not offline or not sync_dir:
+        return None
+    return f"W&B run saved offline (no W&B API key); upload it with: wandb sync {Path(sync_dir).resolve()}"
 
 
 def wandb_key_configured() -> bool:
@@ -119,72 +149,132 @@ def write_results(run_dir: Path, results: dict) -> Path:
     return path
 
 
-def print_summary(results: dict) -> None:
-    metrics = results["metrics"]
-    names = sorted({name.split("/", 1)[1] for name in metrics if "/" in name})
-    rows = [(name, metrics.get(f"val/{name}"), metrics.get(f"test/{name}")) for name in names]
+def metrics_table(metrics: dict, stages: tuple[str, ...] = ("val", "test")) -> str:
+    """`metric  val  test` rows, one per metric name (`val/acc`, `test/acc` -> the row `acc`)."""
+    names = sorted({name.split("/", 1)[1] for name in metrics if name.split("/", 1)[0] in stages and "/" in name})
     number = lambda value: "" if value is None else f"{value:.4f}"  # noqa: E731
-    print(f"\n{'metric':<14}{'val':>10}{'test':>10}")
-    for name, val, test in rows:
-        print(f"{name:<14}{number(val):>10}{number(test):>10}")
+    lines = [f"{'metric':<14}" + "".join(f"{stage:>10}" for stage in stages)]
+    for name in names:
+        lines.append(f"{name:<14}" + "".join(f"{number(metrics.get(f'{stage}/{name}')):>10}" for stage in stages))
+    return "\n".join(lines)
+
+
+def print_summary(results: dict) -> None:
+    print("\n" + metrics_table(results["metrics"]))
+    speed = results.get("train_tokens_per_second")
+    speed = "" if speed is None else f", {speed:,.0f} training tokens/s"
     print(f"\n{results['task']} / {results['cell']}: {results['parameters']:,} parameters, "
-          f"{results['epochs']} epochs in {results['wall_time_seconds']:.0f} s, "
-          f"{results['train_tokens_per_second']:,.0f} training tokens/s")
+          f"{results['epochs']} epochs in {results['wall_time_seconds']:.0f} s{speed}")
     print(f"best checkpoint: {results['best_checkpoint']}")
+
+
+def resumed_run_dir(cfg) -> Path | None:
+    """The run folder a resumed training continues in: with ckpt_path=<run>/checkpoints/<name>.ckpt from rrn-train
+    and run_dir left to Hydra, that <run>; else None (a new run folder). `run_dir=<dir>` chooses another."""
+    from omegaconf import OmegaConf
+
+    if not cfg.get("ckpt_path") or not OmegaConf.is_interpolation(cfg, "run_dir"):
+        return None
+    folder = Path(str(cfg.ckpt_path)).expanduser().resolve().parent
+    run = folder.parent
+    if folder.name == "checkpoints" and ((run / ".hydra").is_dir() or (run / "results.json").is_file()):
+        return run
+    return None
+
+
+def fold_into_resumed_run(new_dir: Path, run_dir: Path) -> None:
+    """Hydra made a new folder for the resumed job before train() ran: its .hydra/ (the resumed job's config and
+    overrides) moves to <run>/.hydra/resumed-N/, and the folder, then empty, is removed."""
+    if new_dir.resolve() == run_dir.resolve() or not new_dir.is_dir():
+        return
+    if {path.name for path in new_dir.iterdir()} - {".hydra"}:
+        return  # something else was written there: leave it
+    if (new_dir / ".hydra").is_dir():
+        number = 1
+        while (run_dir / ".hydra" / f"resumed-{number}").exists():
+            number += 1
+        (run_dir / ".hydra").mkdir(exist_ok=True)
+        (new_dir / ".hydra").rename(run_dir / ".hydra" / f"resumed-{number}")
+    new_dir.rmdir()
+
+
+def task_overrides() -> list[str]:
+    """The Hydra overrides of this job (`cell=res_lstm`, `seed=2`), or [] outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
 
 
 def train(cfg) -> Path:
     """Run one training job as configured; returns the run directory."""
     start = time.time()
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     check_cell(cfg.cell)
     check_precision(cfg.trainer)
+    trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if "callbacks" in trainer_options:
+        from rrn_app.callbacks import trainer_callbacks_error
+
+        raise trainer_callbacks_error(trainer_options["callbacks"])
 
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from rrn_app.callbacks import Throughput
+    from rrn_app.callbacks import Throughput, ValidationHistory, build_callbacks, find
+    from rrn_app.noise import quiet
 
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13 noise
+    quiet()  # Lightning's LitLogger tip and its treespec deprecation warning (rrn_app/noise.py)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    hydra_dir, resumed = Path(cfg.run_dir), resumed_run_dir(cfg)
+    if resumed is not None:
+        with open_dict(cfg):
+            cfg.run_dir = str(resumed)  # the callbacks' and loggers' ${run_dir} too
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
+    logger_config = cfg.get("logger")
+    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(logger_config) and "_target_" in logger_config,
+                                progress_bar=trainer_options.get("enable_progress_bar", True) is not False)
+    history = ValidationHistory()
 
     datamodule = build(cfg.task.data, "task.data")
     datamodule.setup("fit")
     model = build(cfg.task.model, "task.model", cell=config_dict["cell"], **datamodule.model_arguments())
 
-    monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor=monitor,
-                                 mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False)
-    throughput = Throughput()
-    callbacks = [checkpoint, throughput, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.task.patience)]
-    trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_options.get("strategy") == "auto" and str(trainer_options.get("devices")) not in ("1", "auto"):
         trainer_options["strategy"] = "ddp"  # not Lightning's CPU default ddp_spawn, which does not mix with Hydra
     if trainer_options.get("strategy") == "ddp" and cfg.cell.get("keep_prob", 1.0) < 1.0:
         trainer_options["strategy"] = "ddp_find_unused_parameters_true"  # a dropped layer gets no gradient
-    trainer = L.Trainer(**trainer_options, logger=make_logger(cfg.logger, run_dir, config_dict),
-                        callbacks=callbacks, default_root_dir=run_dir)
+    logger = make_logger(logger_config, run_dir, config_dict)
+    trainer = L.Trainer(**trainer_options, logger=logger, callbacks=[*callbacks, history], default_root_dir=run_dir)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    with warnings.catch_warnings():
+        if resumed is not None:  # continuing in its own folder: of course its checkpoints are there
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     fit_seconds = time.time() - start
-    best = checkpoint.best_model_path or None
+    checkpoint = trainer.checkpoint_callback  # the first ModelCheckpoint (Lightning's own with callbacks=none)
+    best = (checkpoint.best_model_path or None) if checkpoint else None
+    last = (getattr(checkpoint, "last_model_path", "") or None) if checkpoint else None
     metrics = {}
     for evaluate in (trainer.validate, trainer.test):
         for result in evaluate(model, datamodule=datamodule, ckpt_path=best, verbose=False):
             metrics.update(result)
-    tokens_per_second = throughput.tokens_per_second(trainer)
+    throughput = find(trainer.callbacks, Throughput)
+    tokens_per_second = throughput.tokens_per_second(trainer) if throughput else None
     if trainer.is_global_zero:
         results = {
             "task": cfg.task.name,
             "cell": cfg.cell.name,
+            "status": "finished",
+            "overrides": task_overrides(),
             "metrics": {name: float(value) for name, value in sorted(metrics.items())},
+            "history": history.history,
             **(model.extra_results() if hasattr(model, "extra_results") else {}),
             "parameters": sum(p.numel() for p in model.parameters()),
             "epochs": trainer.current_epoch,
@@ -192,15 +282,16 @@ def train(cfg) -> Path:
             "fit_seconds": fit_seconds,
             "train_tokens_per_second": tokens_per_second,
             "best_checkpoint": str(Path(best).resolve()) if best else None,
-            "last_checkpoint": str((run_dir / "checkpoints" / "last.ckpt").resolve()),
+            "last_checkpoint": str(Path(last).resolve()) if last else None,
             "config": config_dict,
         }
         write_results(run_dir, results)
         print_summary(results)
-    if trainer.logger and hasattr(trainer.logger, "experiment") and cfg.logger.get("_target_", "").endswith("WandbLogger"):
-        import wandb
-
-        wandb.finish()
+    offline_line = finish_wandb(trainer.logger)
+    if offline_line and trainer.is_global_zero:
+        print(offline_line)
+    if resumed is not None and trainer.is_global_zero:
+        fold_into_resumed_run(hydra_dir, run_dir)
     return run_dir
 
 

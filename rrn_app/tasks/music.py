@@ -191,7 +191,12 @@ class MusicModel(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/nll"}}
 
     def configure_callbacks(self):
-        return [SampleEveryEpoch()] if self.hparams.sample_every_epoch else []
+        """The per-epoch sample, once: not again for the validate/test after fit (Lightning would say that it
+        replaces the one it already has)."""
+        if not self.hparams.sample_every_epoch or any(isinstance(callback, SampleEveryEpoch)
+                                                      for callback in self.trainer.callbacks):
+            return []
+        return [SampleEveryEpoch()]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """What `rrn-generate` reads: the class to load, and the dataset and timing of the frames."""
