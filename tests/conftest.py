@@ -1,8 +1,11 @@
-"""Shared fixtures. The real datasets are read from RRN_DATA_ROOT (CI: ../shared/data); tests use one torch thread."""
+"""Shared fixtures. Data: RRN_DATA_ROOT's full datasets if set (CI), else small real samples (tests/fixtures/)
+plus the copies embedded in the package; never a skip for lack of data. Tests use one torch thread."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,24 +25,53 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _data_root() -> Path:
-    return Path(os.environ.get("RRN_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
+FIXTURES = REPO / "tests" / "fixtures"
+FULL_DATA = os.environ.get("RRN_DATA_ROOT")   # a full data root (sst/, atis/, imdb/, ...); CI sets it
+NEEDS_FULL_DATA = "needs the full data (RRN_DATA_ROOT)"
+
+
+def assemble_fixture_root(target: Path) -> Path:
+    """A data root made of tests/fixtures/: ATIS, IMDB, PTB characters and three music pickles (expanded from
+    .pickle.gz). SST, GloVe, Tiny Shakespeare and JSB Chorales are absent, so they come from the embedded copies."""
+    for name in ("atis", "imdb", "ptb_char"):
+        shutil.copytree(FIXTURES / name, target / name)
+    (target / "polyphonic").mkdir()
+    for packed in sorted((FIXTURES / "polyphonic").glob("*.pickle.gz")):
+        with gzip.open(packed, "rb") as source, open(target / "polyphonic" / packed.stem, "wb") as out:
+            shutil.copyfileobj(source, out)
+    return target
 
 
 @pytest.fixture(scope="session")
-def data_root() -> Path:
-    root = _data_root()
-    if not (root / "sst" / "train.txt").is_file():
-        message = f"real data not found under {root}; set RRN_DATA_ROOT to the folder holding sst/, atis/, ..."
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI must never skip the real-data tests silently
-        pytest.skip(message)
-    return root
+def data_root(tmp_path_factory) -> Path:
+    """The data root the tests train on: RRN_DATA_ROOT (full data) if set, else one assembled from the fixtures."""
+    if FULL_DATA:
+        root = Path(FULL_DATA).resolve()
+        if not (root / "sst" / "train.txt").is_file():
+            pytest.fail(f"RRN_DATA_ROOT={FULL_DATA} holds no sst/train.txt; point it at a full data root or unset it")
+        return root
+    return assemble_fixture_root(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def full_data(data_root) -> Path:
+    """The data root, for the checks of the full datasets' published counts (skipped on the fixtures)."""
+    if not FULL_DATA:
+        pytest.skip(NEEDS_FULL_DATA)
+    return data_root
+
+
+def located(data_root: Path, name: str) -> Path:
+    """The root dataset `name` is read from: data_root, or the expanded embedded copy (rrn_app.data.locate)."""
+    from rrn_app.data.locate import dataset_root
+
+    return dataset_root(data_root, name, announce=False)
 
 
 @pytest.fixture(scope="session")
 def glove_path(data_root) -> Path:
-    return data_root / "glove" / "glove.6B.50d.filtered.txt.gz"
+    """The GloVe file the SST task reads: the full 50-d file, or the embedded rows of SST's words."""
+    return located(data_root, "glove") / "glove" / "glove.6B.50d.filtered.txt.gz"
 
 
 def run_cli(*arguments: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):

@@ -1,14 +1,17 @@
-"""ATIS: conlleval chunk scores on hand-made tags, the real files, unseen labels, predictions file, a short run."""
+"""ATIS: conlleval chunk scores on hand-made tags, the real files (the full split, or a sample of it in
+tests/fixtures/), unseen labels, predictions file, a short run."""
 
 from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import pytest
 import torch
 from seqeval.metrics import f1_score, precision_score, recall_score
 
+from conftest import FULL_DATA
 from rrn_app.data.atis import ATISDataModule, label_list, pad_tagged_batch
 from rrn_app.tasks.conll import SlotIntentScores, chunk_counts, chunks, precision_recall_f1
 from rrn_app.tasks.tagger import JointSlotIntentTagger, write_conll
@@ -101,22 +104,44 @@ def atis(data_root):
     return module
 
 
-def test_real_files_parse_to_the_published_counts(atis):
+def read_split(data_root, split: str) -> dict[str, list[str]]:
+    folder = data_root / "atis" / split
+    return {name: (folder / name).read_text(encoding="utf-8").splitlines() for name in ("seq.in", "seq.out", "label")}
+
+
+def test_real_files_parse_line_by_line(atis, data_root):
+    for split, folder in (("train", "train"), ("validation", "valid"), ("test", "test")):
+        files = read_split(data_root, folder)
+        assert len(atis.splits[split]) == len(files["label"])
+        assert [int(n) for n in atis.lengths[split]] == [len(line.split()) for line in files["seq.in"]]
+    train = read_split(data_root, "train")
+    train_tags = {tag for line in train["seq.out"] for tag in line.split()}
+    assert atis.slot_labels[0] == "O" and atis.num_slot_outputs == len(train_tags)
+    assert atis.num_intent_outputs == len(set(train["label"]))
+    assert "atis_flight#atis_airfare" in atis.intent_labels[:atis.num_intent_outputs]  # a class of its own
+
+
+def test_real_files_parse_to_the_published_counts(atis, full_data):
     assert {split: len(data) for split, data in atis.splits.items()} == {"train": 4478, "validation": 500, "test": 893}
     assert sum(atis.lengths["test"]) == 9164
     assert max(max(lengths) for lengths in atis.lengths.values()) == 46
     assert len(atis.slot_labels) == 127 and atis.num_slot_outputs == 120 and atis.slot_labels[0] == "O"
     assert len(atis.intent_labels) == 26 and atis.num_intent_outputs == 21
     assert "atis_flight#atis_airfare" in atis.intent_labels[:21]  # a multi-intent label is a class of its own
-
-
-def test_labels_unseen_in_training_come_last_and_cost_no_loss(atis):
-    unseen_tags = atis.slot_labels[atis.num_slot_outputs:]
     assert {"B-booking_class", "B-compartment", "B-flight", "B-stoploc.airport_code", "I-flight_number",
-            "I-state_name", "I-return_date.day_number"} == set(unseen_tags)
+            "I-state_name", "I-return_date.day_number"} == set(atis.slot_labels[atis.num_slot_outputs:])
     assert set(atis.intent_labels[atis.num_intent_outputs:]) == {
         "atis_airfare#atis_flight", "atis_day_name", "atis_flight#atis_airline", "atis_flight_no#atis_airline",
         "atis_airfare#atis_flight_time"}
+
+
+def test_labels_unseen_in_training_come_last_and_cost_no_loss(atis, data_root):
+    splits = {split: read_split(data_root, split) for split in ("train", "valid", "test")}
+    tags = {split: {tag for line in files["seq.out"] for tag in line.split()} for split, files in splits.items()}
+    intents = {split: set(files["label"]) for split, files in splits.items()}
+    assert set(atis.slot_labels[atis.num_slot_outputs:]) == (tags["valid"] | tags["test"]) - tags["train"] != set()
+    assert set(atis.intent_labels[atis.num_intent_outputs:]) == (
+        (intents["valid"] | intents["test"]) - intents["train"]) >= {"atis_day_name"}
     assert label_list(["B-x", "O", "B-x"], ["B-y", "O"]) == (["O", "B-x", "B-y"], 2)
     # a test utterance with an unseen tag and an unseen intent: left out of the loss, always an error
     test = atis.splits["test"]
@@ -146,6 +171,7 @@ def test_missing_and_inconsistent_files(tmp_path, data_root):
     with pytest.raises(MissingDataError) as error:
         ATISDataModule(root=str(tmp_path))
     assert str(tmp_path / "atis" / "train" / "seq.in") in str(error.value) and "data.root=" in str(error.value)
+    assert f"rrn-data get atis root={tmp_path}" in str(error.value)
     for split in ("train", "valid", "test"):
         folder = tmp_path / "atis" / split
         folder.mkdir(parents=True)
@@ -176,6 +202,7 @@ def test_config_composes(compose_config):
 # --- end to end -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_short_real_run_beats_chance_and_writes_conll_predictions(compose_config, data_root):
     cfg = compose_config("task=atis", "cell=gru", "cell.bidirectional=true", "cell.hidden_size=64",
                          f"data.root={data_root}", "trainer.max_epochs=2", "task.model.lr=0.005",
@@ -183,17 +210,20 @@ def test_short_real_run_beats_chance_and_writes_conll_predictions(compose_config
     run_dir = train(cfg)
     results = json.loads((run_dir / "results.json").read_text())
     metrics = results["metrics"]
-    assert metrics["test/slot_f1"] > 0.75, metrics           # tagging everything O scores 0
-    assert metrics["test/intent_acc"] > 632 / 893 + 0.05      # the majority intent (atis_flight)
+    gold_intents = (data_root / "atis" / "test" / "label").read_text().splitlines()
+    if FULL_DATA:  # the fixtures' few hundred utterances are too few to learn this much in two epochs
+        assert metrics["test/slot_f1"] > 0.75, metrics           # tagging everything O scores 0
+        majority = Counter(gold_intents).most_common(1)[0][1]    # atis_flight, 632 of 893
+        assert metrics["test/intent_acc"] > majority / len(gold_intents) + 0.05
     for name in ("slot_precision", "slot_recall", "token_acc", "sentence_acc", "loss", "slot_loss", "intent_loss"):
         assert f"test/{name}" in metrics and f"val/{name}" in metrics
-    assert "I-state_name" in results["labels_unseen_in_training"]["slot_tags"]
+    assert "I-state_name" in results["labels_unseen_in_training"]["slot_tags"]  # unseen in the full train split too
 
     # test_predictions.txt: the test files, in order, one `token gold predicted` line per token
     path = run_dir / "test_predictions.txt"
     assert results["test_predictions"] == str(path.resolve())
     blocks = path.read_text(encoding="utf-8").split("\n\n")
-    assert blocks[-1] == "" and len(blocks) == 894
+    assert blocks[-1] == "" and len(blocks) == len(gold_intents) + 1
     words = (data_root / "atis" / "test" / "seq.in").read_text().splitlines()
     tags = (data_root / "atis" / "test" / "seq.out").read_text().splitlines()
     gold, predicted = [], []
@@ -205,10 +235,9 @@ def test_short_real_run_beats_chance_and_writes_conll_predictions(compose_config
         predicted.append([line[2] for line in lines])
     assert f1_score(gold, predicted) == pytest.approx(metrics["test/slot_f1"], abs=1e-6)  # a user's own scorer agrees
     intents = (run_dir / "test_intent_predictions.txt").read_text().splitlines()
-    gold_intents = (data_root / "atis" / "test" / "label").read_text().splitlines()
     assert [line.split(" ")[0] for line in intents] == gold_intents
     right = sum(g == p for g, p in (line.split(" ") for line in intents))
-    assert right / 893 == pytest.approx(metrics["test/intent_acc"], abs=1e-6)
+    assert right / len(gold_intents) == pytest.approx(metrics["test/intent_acc"], abs=1e-6)
 
 
 def test_slot_filling_only(data_root, atis):

@@ -1,4 +1,5 @@
-"""SST parsing and batching, on the real treebank files and on small hand-made inputs."""
+"""SST parsing and batching, on the real treebank files (data.root's or the embedded copy, the same trees) and on
+small hand-made inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import BatchRecorder, run_epochs
+from conftest import BatchRecorder, located, run_epochs
 from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.sst import SSTDataModule
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
@@ -34,7 +35,7 @@ def test_malformed_trees_are_rejected(line):
     ("test", 2210, [279, 633, 389, 510, 399]),
 ])
 def test_real_files_parse_to_the_published_counts(data_root, split, sentences, roots):
-    lines = (data_root / "sst" / f"{split}.txt").read_text(encoding="utf-8").splitlines()
+    lines = (located(data_root, "sst") / "sst" / f"{split}.txt").read_text(encoding="utf-8").splitlines()
     trees = [parse_tree(line) for line in lines]
     assert len(trees) == sentences
     counts = Counter(tree[-1][0] for tree in trees)
@@ -44,7 +45,7 @@ def test_real_files_parse_to_the_published_counts(data_root, split, sentences, r
 
 
 def test_no_break_space_tokens_stay_whole(data_root):
-    line = (data_root / "sst" / "train.txt").read_text(encoding="utf-8").splitlines()[4341]
+    line = (located(data_root, "sst") / "sst" / "train.txt").read_text(encoding="utf-8").splitlines()[4341]
     words = parse_tree(line)[-1][1]
     assert "8\xa01\\/2" in words
 
@@ -66,7 +67,7 @@ def test_datamodule_splits_and_vocabulary(sst):
 def test_pretrained_vectors_and_unknown_words(sst, glove_path):
     matrix = sst.embeddings
     assert matrix.shape == (len(sst.vocabulary), 50)
-    assert sst.vectors_found > 0.9 * len(sst.vocabulary)
+    assert sst.vectors_found > 0.9 * len(sst.vocabulary)  # the full file and the embedded SST rows alike
     assert torch.all(matrix[0] == 0)
     first_line = gzip.open(glove_path, "rt").readline().split()
     assert first_line[0] == "the"
@@ -118,19 +119,37 @@ def test_pad_batch():
     assert batch["lengths"].tolist() == [3, 1] and batch["label"].tolist() == [1, 0]
 
 
-def test_missing_files_name_the_path_and_the_fix(tmp_path):
-    with pytest.raises(MissingDataError) as error:
-        SSTDataModule(root=str(tmp_path))
-    message = str(error.value)
-    assert str(tmp_path / "sst" / "train.txt") in message
-    assert "data.root=" in message and "trainDevTestTrees_PTB.zip" in message
+def test_missing_files_fall_back_to_the_embedded_trees_with_one_line(tmp_path, capsys):
+    from rrn_app.data.locate import embedded_root
+
+    module = SSTDataModule(root=str(tmp_path / "nowhere"))
+    assert module.folder == embedded_root("sst") / "sst"
+    SSTDataModule(root=str(tmp_path / "nowhere"))  # told once per root, not per data module
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"rrn: sst not found in {tmp_path / 'nowhere' / 'sst'}; using the embedded copy "
+                     "(rrn-data get sst for your own)"]
+    partial = tmp_path / "partial" / "sst"
+    partial.mkdir(parents=True)
+    (partial / "train.txt").write_text("(3 (2 fine) (3 tree))\n", encoding="utf-8")
+    assert SSTDataModule(root=str(tmp_path / "partial")).folder == embedded_root("sst") / "sst"  # all or nothing
+
+
+def test_default_vectors_fall_back_to_the_embedded_rows_and_other_paths_do_not(tmp_path, capsys):
+    from rrn_app.data.text import require_vectors
+
+    missing_default = tmp_path / "glove" / "glove.6B.50d.filtered.txt.gz"
+    fallback = require_vectors(missing_default)
+    assert fallback.is_file() and fallback != missing_default
+    assert "rrn: glove not found in" in capsys.readouterr().err
+    with pytest.raises(MissingDataError, match="rrn-data get glove"):
+        require_vectors(tmp_path / "vectors" / "my-glove.txt")
 
 
 def test_corrupt_file_names_the_line(tmp_path, data_root):
     folder = tmp_path / "sst"
     folder.mkdir()
     for name in ("dev.txt", "test.txt"):
-        (folder / name).write_text((data_root / "sst" / name).read_text(encoding="utf-8"), encoding="utf-8")
+        (folder / name).write_text((located(data_root, "sst") / "sst" / name).read_text(encoding="utf-8"), encoding="utf-8")
     (folder / "train.txt").write_text("(3 (2 fine) (3 tree))\n(2 (2 broken\n", encoding="utf-8")
     module = SSTDataModule(root=str(tmp_path), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(UserError, match=r"train.txt line 2 is not a sentiment tree"):
