@@ -216,3 +216,14 @@ def test_a_bad_argument_is_a_one_line_error_with_exit_2(two_cells, arguments, me
 def test_a_missing_path_is_a_one_line_error(tmp_path):
     done = rrn_report(tmp_path / "nowhere")
     assert done.returncode == 2 and "no such file or folder" in done.stderr
+
+
+@pytest.mark.parametrize("dataset_key", ["task.dataset", "task.data.dataset"])
+def test_published_rows_follow_the_dataset_of_the_groups(dataset_key):
+    from rrn_app.report.published import published_for
+
+    settings = {"task.name": "char_lm", dataset_key: "tinyshakespeare"}
+    assert [entry.value for entry in published_for("char_lm", [settings])] == [1.4697]
+    assert published_for("char_lm", [{**settings, dataset_key: "ptb_char"}]) == []
+    music = published_for("music", [{"task.name": "music", "task.dataset": "jsb_chorales"}])
+    assert {entry.citation.split(",")[0] for entry in music} == {"Yue", "Chung"}

@@ -17,9 +17,11 @@ import yaml
 
 from rrn_app.validation import UserError
 
-# Keys (dotted, and every key below them) that say where or how a run ran, not what it computed.
+# Keys (dotted, and every key below them) that say where or how a run ran, or what it logged, not what it
+# computed: paths, threads, logging, progress bars, throughput measurement.
 RUN_LOCAL_KEYS = ("run_dir", "data.root", "data.cache_dir", "ckpt_path", "threads", "logger", "hydra",
-                  "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.default_root_dir")
+                  "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.default_root_dir",
+                  "callbacks.learning_rate_monitor", "callbacks.throughput")
 # Last parts of keys that are the seed or a path/worker count wherever they appear (task.data.seed is ${seed}).
 RUN_LOCAL_LEAVES = ("seed", "root", "cache_dir", "num_workers")
 FINISHED = "finished"
@@ -78,18 +80,25 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
 def is_run_local(key: str) -> bool:
     if any(key == local or key.startswith(local + ".") for local in RUN_LOCAL_KEYS):
         return True
+    if any("progress_bar" in part for part in key.split(".")):  # callbacks.rich_progress_bar, ...
+        return True
     return key.rsplit(".", 1)[-1] in RUN_LOCAL_LEAVES
 
 
 def settings_of(config: dict) -> dict[str, object]:
-    """The grouping key of a run: its flattened config without seed and run-local keys, paths made relative."""
-    root = (config.get("data") or {}).get("root")
+    """The grouping key of a run: its flattened config without seed and run-local keys; paths inside the run
+    folder or the data folder written relative to them (`<run_dir>/checkpoints`, `<data.root>/glove/...`)."""
+    bases = [(f"<{name}>/", str(base).rstrip("/") + "/")
+             for name, base in (("run_dir", config.get("run_dir")), ("data.root", (config.get("data") or {}).get("root")))
+             if isinstance(base, str) and base.strip("/")]
     settings = {}
     for key, value in flatten(config).items():
         if is_run_local(key):
             continue
-        if isinstance(root, str) and root and isinstance(value, str) and value.startswith(root.rstrip("/") + "/"):
-            value = "<data.root>/" + value[len(root.rstrip("/")) + 1:]
+        for name, base in bases:
+            if isinstance(value, str) and (value.startswith(base) or value == base.rstrip("/")):
+                value = name + value[len(base):]
+                break
         settings[key] = value
     return settings
 
@@ -183,9 +192,17 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return list(groups.values())
 
 
+def _column_rank(key: str) -> tuple:
+    """Which differing settings come first as columns: task, cell, the cell's options, the task's, the trainer's,
+    the rest, callbacks last."""
+    order = ("task.name", "cell.name", "cell.", "task.", "trainer.")
+    rank = next((place for place, prefix in enumerate(order) if key == prefix or
+                 (prefix.endswith(".") and key.startswith(prefix))), len(order) + key.startswith("callbacks."))
+    return rank, key
+
+
 def differing_keys(groups: list[Group]) -> list[str]:
-    """Settings keys whose value is not the same in every group (absent counts as a value); cell.name first."""
-    keys = sorted({key for group in groups for key in group.settings})
+    """Settings keys whose value is not the same in every group (absent counts as a value), most telling first."""
+    keys = {key for group in groups for key in group.settings}
     shown = lambda group, key: json.dumps(group.settings[key], default=str) if key in group.settings else "<absent>"  # noqa: E731
-    differ = [key for key in keys if len({shown(group, key) for group in groups}) > 1]
-    return sorted(differ, key=lambda key: (key not in ("task.name", "cell.name"), key != "task.name", key))
+    return sorted((key for key in keys if len({shown(group, key) for group in groups}) > 1), key=_column_rank)

@@ -195,11 +195,18 @@ PUBLISHED: tuple[Published, ...] = (
                      "nanoGPT's validation part is rrn's validation and test parts together, read in random "
                      "windows, and it is also the part the checkpoint was chosen on",
               "read in nanoGPT's README, config/train_shakespeare_char.py and data/shakespeare_char/prepare.py",
-              {"task.name": "char_lm", "task.data.dataset": "tinyshakespeare"}),
+              {"task.name": "char_lm", "task.dataset": "tinyshakespeare"}),
 )
+
+
+def _setting(settings: dict, key: str):
+    """settings[key]; `task.dataset` falls back to `task.data.dataset`, where older char_lm runs kept it."""
+    if key in settings:
+        return settings[key]
+    return settings.get(key.replace("task.", "task.data.", 1)) if key == "task.dataset" else None
 
 
 def published_for(task: str, groups_settings: list[dict]) -> list[Published]:
     """The published rows for `task` whose `where` at least one group's settings satisfy."""
     return [entry for entry in PUBLISHED if entry.task == task and any(
-        all(settings.get(key) == value for key, value in entry.where.items()) for settings in groups_settings)]
+        all(_setting(settings, key) == value for key, value in entry.where.items()) for settings in groups_settings)]

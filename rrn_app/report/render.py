@@ -37,11 +37,11 @@ def _published_label(index: int, entry) -> str:
 
 
 def _key_columns(report: TaskReport) -> list[str]:
-    return report.keys or ["group"]
+    return report.columns or ["group"]
 
 
 def _our_cells(report: TaskReport, row: Row, index: int, bold) -> list[str]:
-    label = [row.label[key] for key in report.keys] or ["all runs"]
+    label = report.cells(row) or ["all runs"]
     if row.is_baseline:
         label[0] = f"{label[0]} (baseline)"
     cells = []
@@ -54,8 +54,8 @@ def _our_cells(report: TaskReport, row: Row, index: int, bold) -> list[str]:
 def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
     label = ["" for _ in _key_columns(report)]
     label[0] = entry.model
-    if "cell.name" in report.keys and entry.cell:
-        position = report.keys.index("cell.name")
+    if "cell.name" in report.columns and entry.cell:
+        position = report.columns.index("cell.name")
         label[position] = f"{entry.cell}: {entry.model}" if position == 0 else entry.cell
     cells = [fmt.published_value(entry.value, entry.sd, metric) if metric.name == entry.metric else ""
              for metric in report.metrics]
@@ -63,7 +63,7 @@ def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
 
 
 def _comparison_rows(report: TaskReport) -> list[list[str]]:
-    return [[row.name, row.baseline.name, *[fmt.difference(row.differences.get(m.name), m) for m in report.metrics]]
+    return [[report.name(row), report.name(row.baseline), *[fmt.difference(row.differences.get(m.name), m) for m in report.metrics]]
             for row in report.rows if row.baseline is not None]
 
 
@@ -155,7 +155,7 @@ def markdown(reports: list[TaskReport], failed: list[Run], out: Path, command: s
         if not any(run.history for row in report.rows for run in row.group.runs):
             lines += ["No validation curves: these results.json files have no per-epoch `history`.", ""]
         lines += ["Runs:", ""]
-        run_rows = [[row.name, str(run.seed), str(run.path),
+        run_rows = [[report.name(row), str(run.seed), str(run.path),
                      *[fmt.number(run.metrics.get(m.name, float("nan")) * m.scale, fmt.decimals(m))
                        for m in report.metrics]]
                     for row in report.rows for run in row.group.runs]
@@ -185,8 +185,9 @@ def csv_file(reports: list[TaskReport], failed: list[Run], out: Path) -> Path:
                 for metric in report.metrics:
                     summary = row.summaries[metric.name]
                     difference = row.differences.get(metric.name)
-                    writer.writerow([report.task, "ours", row.name, settings, metric.name, summary.n, summary.mean,
-                                     summary.sd, row.baseline.name if row.baseline else ("(is baseline)" if row.is_baseline else ""),
+                    baseline = report.name(row.baseline) if row.baseline else ("(is baseline)" if row.is_baseline else "")
+                    writer.writerow([report.task, "ours", report.name(row), settings, metric.name, summary.n,
+                                     summary.mean, summary.sd, baseline,
                                      *([difference.difference, difference.low, difference.high, difference.p_value,
                                         difference.df] if difference else ["", "", "", "", ""]), "", "", ""])
             for entry in report.published:

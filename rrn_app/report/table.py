@@ -16,6 +16,7 @@ from rrn_app.report.stats import Difference, Summary, summarize, welch
 from rrn_app.validation import UserError
 
 DEFAULT_BASELINE = ("cell", "lstm")
+MAX_COLUMNS = 6  # more differing settings than this: the first ones as columns, the rest in one "other settings"
 
 
 @dataclass
@@ -47,6 +48,53 @@ class TaskReport:
     @property
     def runs(self) -> int:
         return sum(len(row.group.runs) for row in self.rows)
+
+    @property
+    def columns(self) -> list[str]:
+        """The settings shown as columns: all differing ones, or the first MAX_COLUMNS - 1 and "other settings"."""
+        if len(self.keys) <= MAX_COLUMNS:
+            return list(self.keys)
+        return [*self.keys[:MAX_COLUMNS - 1], OTHER]
+
+    def name(self, row: Row) -> str:
+        """A short name for `row`: its shown columns as key=value, then its other settings."""
+        parts = [f"{key}={value}" if key != OTHER else value for key, value in zip(self.columns, self.cells(row))]
+        return ", ".join(part for part in parts if part) or "all runs"
+
+    def cells(self, row: Row) -> list[str]:
+        """`row`'s value in each of `columns`; "other settings" lists where it departs from the most common value."""
+        shown_keys = [key for key in self.columns if key != OTHER]
+        cells = [row.label[key] for key in shown_keys]
+        if OTHER in self.columns:
+            cells.append(other_settings(self, row, self.keys[len(shown_keys):]))
+        return cells
+
+
+OTHER = "other settings"
+
+
+def other_settings(report: "TaskReport", row: Row, keys: list[str]) -> str:
+    """`key=value; ...` for the keys where `row` differs from the value most groups have; a config subtree the
+    row lacks entirely is one `subtree=—` entry."""
+    from collections import Counter
+
+    departures = []
+    for key in keys:
+        common = Counter(other.label[key] for other in report.rows).most_common(1)[0][0]
+        if row.label[key] != common:
+            departures.append((key, row.label[key]))
+    absent = {key for key, value in departures if value == "—"}
+    parts, folded = [], set()
+    for key, value in departures:
+        top = key.split(".")[0]
+        whole = [k for k in keys if k.split(".")[0] == top]
+        if key in absent and all(k in absent for k in whole) and len(whole) > 1:
+            if top not in folded:
+                folded.add(top)
+                parts.append(f"{top}=—")
+            continue
+        parts.append(f"{key}={value}")
+    return "; ".join(parts)
 
 
 def shown(value) -> str:
