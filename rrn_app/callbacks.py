@@ -61,6 +61,7 @@ class ValidationHistory(L.Callback):
 
     def __init__(self):
         self.history: dict[str, list] = {"epoch": []}
+        self._fitting = True
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -82,8 +83,12 @@ class ValidationHistory(L.Callback):
     def state_dict(self) -> dict:
         return {"history": self.history}
 
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._fitting = trainer.state.fn == "fit"  # Lightning calls this just before load_state_dict
+
     def load_state_dict(self, state_dict: dict) -> None:
-        self.history = state_dict.get("history", {"epoch": []})
+        if self._fitting:  # resuming; not the validate/test on the best checkpoint, whose history is older
+            self.history = state_dict.get("history", {"epoch": []})
 
 
 def build_callbacks(callbacks_config, *, has_logger: bool, progress_bar: bool) -> list[L.Callback]:

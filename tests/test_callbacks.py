@@ -93,16 +93,18 @@ def fit(module, tmp_path, epochs, callbacks, ckpt_path=None):
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=1, default_root_dir=tmp_path, callbacks=callbacks)
     trainer.fit(module, ckpt_path=ckpt_path)
+    trainer.validate(module, ckpt_path=tmp_path / "checkpoints" / "epoch=0-step=2.ckpt", verbose=False)  # as rrn-train
     return trainer
 
 
 def test_validation_history_has_one_row_per_epoch_and_survives_a_resume(tmp_path):
     history = ValidationHistory()
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, save_top_k=-1)
     fit(LogsEpoch(), tmp_path, 2, [history, checkpoint])
     assert history.history == {"epoch": [0, 1], "val/loss": [1.0, 0.5], "val/late": [None, 1.0]}  # no sanity check
     resumed = ValidationHistory()
-    fit(LogsEpoch(), tmp_path, 3, [resumed, ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)],
+    fit(LogsEpoch(), tmp_path, 3, [resumed, ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True,
+                                                            save_top_k=-1)],
         ckpt_path=tmp_path / "checkpoints" / "last.ckpt")
     assert resumed.history["epoch"] == [0, 1, 2] and resumed.history["val/loss"] == pytest.approx([1.0, 0.5, 1 / 3])
     json.dumps(resumed.history, allow_nan=False)  # strict JSON
