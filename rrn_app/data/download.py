@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import socket
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -171,7 +170,7 @@ def get(name: str, root: Path, mirror: str | None = None) -> Path:
         f" mirror={mirror}" if mirror else "")
     retry = f"Run `{command}` again to retry."
     if already_there(dataset, root):
-        print(f"{name}: already in {root / dataset.folder} (checksums match); nothing to do.", file=sys.stderr)
+        print(f"{name}: already in {root / dataset.folder} (checksums match); nothing to do.")
         return root / dataset.folder
     with prepare.staging(root, name) as stage:
         files = []
@@ -179,10 +178,11 @@ def get(name: str, root: Path, mirror: str | None = None) -> Path:
             source_url = mirrored(url, dataset, mirror) if mirror else url
             destination = stage / "download" / file_name
             destination.parent.mkdir(parents=True, exist_ok=True)
-            print(f"{name}: downloading {source_url}", file=sys.stderr, flush=True)
+            print(f"{name}: downloading {source_url}", flush=True)
             fetch(source_url, destination, KNOWN_ARCHIVES.get(file_name), retry)
             files.append(destination)
         source = stage / "download" if len(files) > 1 else files[0]
         origin = mirror or dataset.sources[0]
-        prepare.convert_into_root(name, source, root, stage, origin, retry)
+        written = prepare.convert_into_root(name, source, root, stage, origin, retry)
+    print(f"{name}: wrote {', '.join(written)} under {root}")
     return root / dataset.folder

@@ -224,5 +224,6 @@ def prepare(name: str, file: Path, root: Path) -> Path:
         raise UserError(f"file not found: {file}. Download {', '.join(dataset.sources)} first, or use "
                         f"`rrn-data get {name}`.")
     with staging(root, name) as stage:
-        convert_into_root(name, file, root, stage, str(file), f"Check the file, or use `rrn-data get {name}`.")
+        written = convert_into_root(name, file, root, stage, str(file), f"Check the file, or use `rrn-data get {name}`.")
+    print(f"{name}: wrote {', '.join(written)} under {root}")
     return root / dataset.folder
