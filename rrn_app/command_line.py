@@ -148,8 +148,9 @@ def preflight(argv: list[str], check_job: Callable | None = None) -> list[str]:
     overrides = [rewrite_deprecated(override) for override in arguments.overrides]
     renamed = dict(zip(arguments.overrides, overrides))
     argv = [renamed.get(argument, argument) for argument in argv]
-    if arguments.cfg and not arguments.resolve:
-        argv.append("--resolve")  # show the values a run will use, not `${data.root}`
+    if arguments.cfg == "job" and not arguments.resolve:
+        argv.append("--resolve")  # show the values a run will use, not `${data.root}` (Hydra's own settings
+        # under --cfg hydra/all name run-time values such as the job's number, so those stay as written)
     check_group_choices(overrides)
     if (arguments.help or arguments.hydra_help or arguments.cfg or arguments.shell_completion
             or getattr(arguments, "info", None) or arguments.config_path or getattr(arguments, "experimental_rerun", None)):
@@ -170,14 +171,29 @@ def preflight(argv: list[str], check_job: Callable | None = None) -> list[str]:
     return argv
 
 
-def remove_unused_run_dir(run_dir: Path) -> bool:
+def remove_unused_run_dir(run_dir: Path, sweep_dir: Path | None = None) -> bool:
     """Remove a run folder that holds nothing but Hydra's `.hydra/` (a run rejected before training); True if
-    removed. A folder with anything else in it (checkpoints, results, logs) is left alone."""
+    removed. A folder with anything else in it (checkpoints, results, logs) is left alone. `sweep_dir`: the
+    multirun folder around it, removed too when it then holds nothing but Hydra's multirun.yaml."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or any(entry.name != ".hydra" for entry in run_dir.iterdir()):
         return False
     shutil.rmtree(run_dir)
+    if sweep_dir is not None and Path(sweep_dir).is_dir() and \
+            all(entry.name == "multirun.yaml" for entry in Path(sweep_dir).iterdir()):
+        shutil.rmtree(sweep_dir)
     return True
+
+
+def sweep_dir_of_this_job() -> Path | None:
+    """The multirun folder of the running Hydra job; None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_config = HydraConfig.get()
+    return Path(hydra_config.sweep.dir) if hydra_config.mode == RunMode.MULTIRUN else None
 
 
 def monitored_metric(run_dir: Path, monitor: str) -> float | None:

@@ -119,7 +119,10 @@ def check_group_choices(overrides: list[str]) -> None:
         if override.is_delete() or override.is_hydra_override() or key not in groups:
             continue
         known = choices(key)
-        for value in group_values(override):
+        values = group_values(override)
+        if not values and override.is_choice_sweep():
+            raise UserError(f"{override.input_line} matches no {key} choice. Known {key} choices: {', '.join(known)}.")
+        for value in values:
             if value not in known:
                 close = difflib.get_close_matches(value, known, n=1)
                 hint = f" Did you mean {key}={close[0]}?" if close else ""

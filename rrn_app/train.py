@@ -307,7 +307,8 @@ def _hydra_entry():
             config.check_options(cfg)  # values a sweeper chose (e.g. Optuna's) were not seen by the early check
             returned = train(cfg)
         except UserError as error:
-            command_line.remove_unused_run_dir(Path(cfg.run_dir))  # rejected before training: leave no folder
+            # rejected before training: leave no folder (nor an empty multirun folder)
+            command_line.remove_unused_run_dir(Path(cfg.run_dir), command_line.sweep_dir_of_this_job())
             print(f"rrn-train: error: {error}", file=sys.stderr)
             sys.exit(2)
         run_dir = Path(returned) if isinstance(returned, (str, os.PathLike)) else Path(cfg.run_dir)

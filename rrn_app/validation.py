@@ -79,6 +79,7 @@ def constructor_parameters(cls: type) -> dict[str, tuple[object, object]]:
 
     String annotations (`from __future__ import annotations`) are evaluated in the constructor's module; one
     that cannot be evaluated counts as unannotated (anything goes), so a checker never rejects what it cannot read.
+    An unannotated option whose default is True or False counts as a bool.
     """
     import inspect
     import typing
@@ -98,7 +99,10 @@ def constructor_parameters(cls: type) -> dict[str, tuple[object, object]]:
     for name, parameter in inspect.signature(init).parameters.items():
         if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
-        parameters[name] = (hints.get(name, inspect.Parameter.empty), parameter.default)
+        annotation = hints.get(name, inspect.Parameter.empty)
+        if annotation is inspect.Parameter.empty and isinstance(parameter.default, bool):
+            annotation = bool  # an unannotated flag (`bidirectional=False`) is a bool all the same
+        parameters[name] = (annotation, parameter.default)
     return parameters
 
 

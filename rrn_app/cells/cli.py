@@ -23,6 +23,7 @@ def describe() -> list[dict]:
                 option: ("required" if default is inspect.Parameter.empty else default)
                 for option, default in info.options().items()
             },
+            "types": info.option_types(),
         }
         for info in all_cell_infos()
     ]
@@ -37,11 +38,13 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(cells, indent=2, default=str))
         return
     for cell in cells:
-        options = ", ".join(f"{name}={value}" for name, value in cell["options"].items())
+        options = ", ".join(f"{name}={value}" + (f" ({cell['types'][name]})" if cell["types"].get(name) else "")
+                            for name, value in cell["options"].items())
         print(f"{cell['name']:<12} {cell['summary']}")
         print(f"{'':<12} from: {cell['source']} ({cell['class']})")
         print(f"{'':<12} options: {options}")
-    print("\nUse one with: rrn-train cell=<name> cell.<option>=<value>")
+    print("\nUse one with: rrn-train cell=<name> cell.<option>=<value> (each value is checked against the option's "
+          "type before any data is read)")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,14 @@ class CellInfo:
             if name not in ("self", "input_size") and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
         }
 
+    def option_types(self) -> dict[str, str]:
+        """Each option's annotation as text (`bool`, `int | None`, `Literal['tanh', 'relu']`; "" if none):
+        rrn-train checks command-line values against these before any data is read."""
+        from rrn_app.validation import constructor_parameters, type_label
+
+        return {name: type_label(annotation) for name, (annotation, _) in constructor_parameters(self.cls).items()
+                if name in self.options()}
+
     @property
     def summary(self) -> str:
         doc = inspect.getdoc(self.cls) or ""
