@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from rrn_app.report.headline import describe
-from rrn_app.report.table import TaskReport
+from rrn_app.report.table import OTHER, TaskReport
 
 
 def _pyplot():
@@ -21,11 +21,11 @@ def _pyplot():
     return plt
 
 
-def short_label(row) -> str:
-    """The differing settings' values, with key names only where the value alone says little."""
-    parts = [value if key in ("task.name", "cell.name") else f"{key.rsplit('.', 1)[-1]}={value}"
-             for key, value in row.label.items()]
-    return "\n".join(parts) or "all runs"
+def short_label(report: TaskReport, index: int) -> str:
+    """`G1` (the group's id in the tables) and its first two shown settings, shortened."""
+    row = report.rows[index]
+    values = [value for key, value in zip(report.columns, report.cells(row)) if key != OTHER][:2]
+    return "\n".join([f"G{index + 1}", *(value if len(value) <= 18 else value[:17] + "…" for value in values)])
 
 
 def metric_picture(report: TaskReport, path: Path) -> Path | None:
@@ -46,7 +46,8 @@ def metric_picture(report: TaskReport, path: Path) -> Path | None:
             spread = values.std(ddof=1) if values.size > 1 else 0.0
             axis.errorbar(position, values.mean(), yerr=spread, fmt="_", color="black", markersize=22,
                           capsize=4, zorder=4)
-        axis.set_xticks(range(len(report.rows)), [short_label(row) for row in report.rows], fontsize=7)
+        axis.set_xticks(range(len(report.rows)), [short_label(report, i) for i in range(len(report.rows))], fontsize=7)
+        axis.set_xlim(-0.6, len(report.rows) - 0.4)
         arrow = "higher is better" if metric.higher_is_better else "lower is better"
         axis.set_title(f"{metric.label}\n{arrow}", fontsize=9)
         axis.grid(axis="y", alpha=0.3)
@@ -66,10 +67,12 @@ def curve_picture(report: TaskReport, path: Path) -> Path | None:
     if not names:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False)
     for axis, name in zip(axes[0], names):
         metric = describe(name, report.task)
-        for row in report.rows:
+        for index, row in enumerate(report.rows):
             by_epoch: dict[int, list[float]] = {}
             for run in row.group.runs:
                 epochs, values = run.history.get("epoch"), run.history.get(name)
@@ -81,13 +84,15 @@ def curve_picture(report: TaskReport, path: Path) -> Path | None:
                         by_epoch.setdefault(int(epoch), []).append(float(value) * metric.scale)
             if not by_epoch:
                 continue
+            with_history = sum(isinstance(run.history.get(name), list) for run in row.group.runs)
             epochs = sorted(by_epoch)
             mean = np.array([np.mean(by_epoch[e]) for e in epochs])
             spread = np.array([np.std(by_epoch[e], ddof=1) if len(by_epoch[e]) > 1 else 0.0 for e in epochs])
             line, = axis.plot(epochs, mean, marker="o", markersize=3,
-                              label=f"{short_label(row).replace(chr(10), ', ')} (n={len(row.group.runs)})")
+                              label=f"{short_label(report, index).replace(chr(10), ' ')} (n={with_history})")
             axis.fill_between(epochs, mean - spread, mean + spread, color=line.get_color(), alpha=0.2)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(metric.label, fontsize=9)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)

@@ -47,8 +47,8 @@ def _our_cells(report: TaskReport, row: Row, index: int, bold) -> list[str]:
     cells = []
     for metric in report.metrics:
         text = fmt.summary(row.summaries[metric.name], metric)
-        cells.append(bold(text) if text and report.best.get(metric.name) == index else text)
-    return ["ours", *label, str(len(row.group.runs)), *cells]
+        cells.append(bold(text) if text and index in report.best.get(metric.name, ()) else text)
+    return [f"ours G{index + 1}", *label, str(len(row.group.runs)), *cells]
 
 
 def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
@@ -63,7 +63,9 @@ def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
 
 
 def _comparison_rows(report: TaskReport) -> list[list[str]]:
-    return [[report.name(row), report.name(row.baseline), *[fmt.difference(row.differences.get(m.name), m) for m in report.metrics]]
+    number = {id(row): index + 1 for index, row in enumerate(report.rows)}
+    return [[f"G{number[id(row)]} {report.name(row)}", f"G{number[id(row.baseline)]} {report.name(row.baseline)}",
+             *[fmt.difference(row.differences.get(m.name), m) for m in report.metrics]]
             for row in report.rows if row.baseline is not None]
 
 
@@ -155,10 +157,10 @@ def markdown(reports: list[TaskReport], failed: list[Run], out: Path, command: s
         if not any(run.history for row in report.rows for run in row.group.runs):
             lines += ["No validation curves: these results.json files have no per-epoch `history`.", ""]
         lines += ["Runs:", ""]
-        run_rows = [[report.name(row), str(run.seed), str(run.path),
+        run_rows = [[f"G{index + 1}", str(run.seed), str(run.path),
                      *[fmt.number(run.metrics.get(m.name, float("nan")) * m.scale, fmt.decimals(m))
                        for m in report.metrics]]
-                    for row in report.rows for run in row.group.runs]
+                    for index, row in enumerate(report.rows) for run in row.group.runs]
         lines += _md_table(["group", "seed", "run", *[m.label for m in report.metrics]], run_rows)
     if failed:
         lines += ["## Not averaged: unfinished or failed runs", ""]

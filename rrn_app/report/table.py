@@ -43,7 +43,7 @@ class TaskReport:
     rows: list[Row]
     published: list[Published]
     baseline: tuple[str, str] | None
-    best: dict[str, int] = field(default_factory=dict)  # metric -> index of the best row
+    best: dict[str, set[int]] = field(default_factory=dict)  # metric -> indices of the best rows (ties: all)
 
     @property
     def runs(self) -> int:
@@ -168,7 +168,8 @@ def build_task(task: str, groups: list[Group], baseline: tuple[str, str] | None,
                   if row.summaries[metric.name].n]
         if scored:
             pick = max if metric.higher_is_better else min
-            report.best[metric.name] = pick(scored, key=lambda item: item[1])[0]
+            top = pick(mean for _, mean in scored)
+            report.best[metric.name] = {index for index, mean in scored if mean == top}
     if baseline:
         key, value = baseline
         candidates = [row for row in rows if _matches(row.group.settings, key, value)]
