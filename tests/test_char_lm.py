@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import located
 from rrn_app.cells import BUILT_IN, all_cell_infos
 from rrn_app.data.char_lm import CharLMDataModule, StreamWindows, read_ptb_char
 from rrn_app.tasks.language_model import CharLanguageModel, detach_state
@@ -234,24 +235,38 @@ def test_bad_sampling_options_name_the_option(small_model, option, value, messag
 
 
 def test_real_corpora_sizes_and_split(data_root):
-    shakespeare = CharLMDataModule(root=str(data_root), dataset="tinyshakespeare")
+    shakespeare = CharLMDataModule(root=str(data_root), dataset="tinyshakespeare")  # data.root's or the embedded copy
     shakespeare.setup()
     sizes = {split: len(text) for split, text in shakespeare.texts.items()}
     assert sizes == {"train": 1_003_854, "validation": 55_770, "test": 55_770}  # 90/5/5 of 1,115,394, in order
     assert len(shakespeare.vocabulary) == 65
-    assert "".join(shakespeare.texts.values()) == (data_root / "tinyshakespeare" / "input.txt").read_text()
+    text = (located(data_root, "tinyshakespeare") / "tinyshakespeare" / "input.txt").read_text()
+    assert "".join(shakespeare.texts.values()) == text
     ptb = {split: read_ptb_char(data_root / "ptb_char" / f"ptb.char.{split}.txt") for split in ("train", "valid", "test")}
-    assert {split: len(text) for split, text in ptb.items()} == {"train": 5_017_482, "valid": 393_042, "test": 442_423}
+    for split, read in ptb.items():  # each sentence: its symbols, spaces dropped, then a newline
+        lines = (data_root / "ptb_char" / f"ptb.char.{split}.txt").read_text().splitlines()
+        assert read == "".join(line.replace(" ", "") + "\n" for line in lines if line.strip())
     assert ptb["valid"].startswith("consumers_may_want_to_move_their_telephones_a_little_closer_to_the_tv_set\n")
+    ptb_module = CharLMDataModule(root=str(data_root), dataset="ptb_char")
+    ptb_module.setup()
+    assert ptb_module.texts == {"train": ptb["train"], "validation": ptb["valid"], "test": ptb["test"]}
+
+
+def test_ptb_char_published_sizes(full_data):
+    ptb = {split: read_ptb_char(full_data / "ptb_char" / f"ptb.char.{split}.txt") for split in ("train", "valid", "test")}
+    assert {split: len(text) for split, text in ptb.items()} == {"train": 5_017_482, "valid": 393_042, "test": 442_423}
     assert len(set("".join(ptb.values()))) == 50  # 49 symbols and the end of line
 
 
-def test_missing_data_names_the_path(tmp_path):
+def test_missing_data_names_the_path_or_falls_back_to_the_embedded_copy(tmp_path, capsys):
     with pytest.raises(MissingDataError) as error:
         CharLMDataModule(root=str(tmp_path), dataset="ptb_char")
     assert str(tmp_path / "ptb_char" / "ptb.char.train.txt") in str(error.value)
-    with pytest.raises(MissingDataError, match="tinyshakespeare/input.txt.*data.root=../shared/data"):
-        CharLMDataModule(root=str(tmp_path))
+    assert f"rrn-data get ptb_char root={tmp_path}" in str(error.value)
+    module = CharLMDataModule(root=str(tmp_path))  # Tiny Shakespeare ships with rrn
+    assert (module.root / "tinyshakespeare" / "input.txt").is_file() and module.root != tmp_path
+    assert capsys.readouterr().err == (f"rrn: tinyshakespeare not found in {tmp_path / 'tinyshakespeare'}; using the "
+                                       "embedded copy (rrn-data get tinyshakespeare for your own)\n")
 
 
 @pytest.mark.parametrize("override, message", [
