@@ -291,6 +291,25 @@ def test_get_jsb_chorales_normalises_a_canonical_style_pickle(server, tmp_path, 
     assert {split: len(rolls) for split, rolls in data.pieces.items()} == {"train": 6, "validation": 3, "test": 3}
 
 
+def test_get_glove_keeps_the_50d_file_gzipped(server, tmp_path, monkeypatch):
+    """glove.6B.zip's glove.6B.50d.txt becomes glove/glove.6B.50d.txt.gz (every row, unchanged), which SST reads."""
+    folder, url = server
+    rows = embedded_text("glove", "glove/glove.6B.50d.filtered.txt.gz").splitlines(True)[:300]
+    text = "".join(rows).encode()
+    (folder / "glove.6B.zip").write_bytes(zip_of({"glove.6B.50d.txt": text, "glove.6B.100d.txt": b"the 0.1\n"}))
+    trust(monkeypatch, "glove", {})
+    root = tmp_path / "data"
+    rrn_data("get", "glove", f"root={root}", f"mirror={url}")
+    assert gzip.decompress((root / prepare.GLOVE_FILE).read_bytes()) == text
+    assert sorted(path.name for path in (root / "glove").iterdir()) == ["glove.6B.50d.txt.gz"]
+
+    from rrn_app.data.text import Vocabulary, load_vectors
+    words = [row.split(" ", 1)[0] for row in rows[:5]]
+    vocabulary = Vocabulary.build([words], 1)
+    matrix, found = load_vectors(root / prepare.GLOVE_FILE, vocabulary, 50)
+    assert found == 5 and matrix.shape == (len(vocabulary), 50)
+
+
 def test_get_again_with_the_dataset_in_place_downloads_nothing(server, tmp_path, monkeypatch, capsys):
     folder, url = server
     expected = {"tinyshakespeare/input.txt": b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50}
