@@ -3,7 +3,8 @@
 A run is a folder with results.json (what `rrn-train` writes at the end) or a folder with `.hydra/` but no
 results.json (a run that never finished). Runs are grouped by their resolved config with the seed and the
 run-local keys removed: paths, threads, logger, progress bar, run directory. Paths under the run's `data.root`
-are written relative to it, so the same settings on two machines are one group.
+or its run folder are written relative to them, so the same settings on two machines are one group. An earlier
+result kept beside results.json when a run folder was reused (results-1.json, ...) is not read.
 """
 
 from __future__ import annotations

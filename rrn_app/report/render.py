@@ -64,8 +64,8 @@ def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
 
 def _comparison_rows(report: TaskReport) -> list[list[str]]:
     number = {id(row): index + 1 for index, row in enumerate(report.rows)}
-    return [[f"G{number[id(row)]} {report.name(row)}", f"G{number[id(row.baseline)]} {report.name(row.baseline)}",
-             *[fmt.difference(row.differences.get(m.name), m) for m in report.metrics]]
+    short = lambda row: f"G{number[id(row)]} ({report.cells(row)[0]})" if report.columns else f"G{number[id(row)]}"  # noqa: E731
+    return [[short(row), short(row.baseline), *[fmt.difference(row.differences.get(m.name), m) for m in report.metrics]]
             for row in report.rows if row.baseline is not None]
 
 
@@ -147,7 +147,7 @@ def markdown(reports: list[TaskReport], failed: list[Run], out: Path, command: s
         lines += _md_table(header, rows)
         comparisons = _comparison_rows(report)
         if comparisons:
-            lines += ["Difference from the baseline group: Δ [95% CI] and Welch's p.", ""]
+            lines += ["Difference from the baseline group (G*n* as in the table above): Δ [95% CI] and Welch's p.", ""]
             lines += _md_table(["group", "baseline", *[f"Δ {m.label}" for m in report.metrics]], comparisons)
         if report.published:
             lines += ["Published numbers and their protocols:", ""]

@@ -162,7 +162,8 @@ def build_task(task: str, groups: list[Group], baseline: tuple[str, str] | None,
         label = {key: shown(group.settings[key]) if key in group.settings else "—" for key in keys}
         summaries = {m.name: summarize(value * m.scale for value in group.values(m.name)) for m in described}
         rows.append(Row(group, label, summaries))
-    report = TaskReport(task, keys, described, rows, published_for(task, [g.settings for g in groups]), baseline)
+    published = [entry for entry in published_for(task, [group.settings for group in groups]) if entry.metric in names]
+    report = TaskReport(task, keys, described, rows, published, baseline)
     for metric in described:
         scored = [(index, row.summaries[metric.name].mean) for index, row in enumerate(rows)
                   if row.summaries[metric.name].n]
