@@ -19,6 +19,7 @@ import torch
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
+from rrn_app.data.columns import arrow_table, list_lengths, lookup, lookup_lists, unique_values
 from rrn_app.data.locate import dataset_root
 from rrn_app.data.text import Vocabulary, pad_batch, pad_sequences, require_vectors
 from rrn_app.data.words import WordDataModule
@@ -70,7 +71,7 @@ def pad_tagged_batch(rows: list[dict]) -> dict:
 
 
 class ATISDataModule(WordDataModule):
-    collate = staticmethod(pad_tagged_batch)
+    padded, scalars, objects = {"ids": 0, "tags": -1}, ("intent", "index"), ("tokens",)  # pad_tagged_batch's batch
 
     def __init__(self, root: str = "data", batch_size: int = 16, min_freq: int = 1, vectors: str | None = None,
                  embedding_dim: int = 100, cache_dir: str | None = None, num_workers: int = 0, seed: int = 0):
@@ -97,26 +98,27 @@ class ATISDataModule(WordDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        raw = {split: self._load_split(split) for split in SPLITS}
+        import datasets
+        import pyarrow as pa
+
+        raw = {split: arrow_table(self._load_split(split)) for split in SPLITS}  # whole columns, never row by row
         train, others = raw["train"], [raw["validation"], raw["test"]]
-        self.vocabulary = Vocabulary.build(train["tokens"], self.min_freq)
-        self.slot_labels, self.num_slot_outputs = label_list(
-            (tag for tags in train["tags"] for tag in tags),
-            (tag for dataset in others for tags in dataset["tags"] for tag in tags))
-        self.intent_labels, self.num_intent_outputs = label_list(
-            train["intent"], (intent for dataset in others for intent in dataset["intent"]))
-        words, tags = self.vocabulary.stoi, {tag: index for index, tag in enumerate(self.slot_labels)}
+        self.vocabulary = Vocabulary.build(train.column("tokens"), self.min_freq)
+
+        def seen_elsewhere(column: str) -> list[str]:
+            return [label for table in others for label in unique_values(table.column(column))]
+
+        self.slot_labels, self.num_slot_outputs = label_list(unique_values(train.column("tags")),
+                                                             seen_elsewhere("tags"))
+        self.intent_labels, self.num_intent_outputs = label_list(unique_values(train.column("intent")),
+                                                                 seen_elsewhere("intent"))
+        tags = {tag: index for index, tag in enumerate(self.slot_labels)}
         intents = {intent: index for index, intent in enumerate(self.intent_labels)}
-        unknown = words["<unk>"]
-
-        def encode(batch, indices):
-            return {"ids": [[words.get(token, unknown) for token in tokens] for tokens in batch["tokens"]],
-                    "tags": [[tags[tag] for tag in row] for row in batch["tags"]],
-                    "intent": [intents[intent] for intent in batch["intent"]], "index": indices}
-
-        self.splits = {split: dataset.map(encode, batched=True, with_indices=True, remove_columns=["tags", "intent"])
-                       for split, dataset in raw.items()}
-        self.lengths = {split: [len(tokens) for tokens in dataset["tokens"]] for split, dataset in raw.items()}
+        self.splits = {split: datasets.Dataset(pa.table({
+            "tokens": table.column("tokens"), "ids": self.vocabulary.encode_column(table.column("tokens")),
+            "tags": lookup_lists(table.column("tags"), tags), "intent": lookup(table.column("intent"), intents),
+            "index": pa.array(range(len(table)), pa.int64())})) for split, table in raw.items()}
+        self.lengths = {split: list_lengths(table.column("tokens")) for split, table in raw.items()}
         self.load_embeddings()
 
     def model_arguments(self) -> dict:

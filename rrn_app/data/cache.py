@@ -29,12 +29,20 @@ def cached_dataset(generator, options: dict, paths: list[Path], features, cache_
     import datasets
 
     datasets.disable_progress_bars()
+    key = cache_key(paths, options, generator, *code)
+    if "fingerprint" in inspect.signature(datasets.Dataset.from_generator).parameters:
+        keyed = dict(gen_kwargs=options, fingerprint=key)
+    else:  # datasets < 4.3 has no fingerprint=: the key goes into the arguments it hashes
+        keyed = dict(gen_kwargs={"generator": generator, "cache_key": key, **options})
+        generator = _keyed_rows
     try:
-        return datasets.Dataset.from_generator(
-            generator, gen_kwargs=options, features=features, cache_dir=cache_dir,
-            fingerprint=cache_key(paths, options, generator, *code),
-        )
+        return datasets.Dataset.from_generator(generator, features=features, cache_dir=cache_dir, **keyed)
     except datasets.exceptions.DatasetGenerationError as error:
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None
         raise
+
+
+def _keyed_rows(generator, cache_key: str, **options):
+    """`generator(**options)`'s rows; `cache_key` is there only to be hashed into the cache's name."""
+    yield from generator(**options)

@@ -23,8 +23,9 @@ import torch
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
+from rrn_app.data.columns import arrow_table, list_lengths
 from rrn_app.data.locate import dataset_root
-from rrn_app.data.text import UNK, Vocabulary, require_vectors
+from rrn_app.data.text import Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
 from rrn_app.validation import UserError
 
@@ -121,29 +122,25 @@ class IMDBDataModule(WordDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        train_path = self.folder / FILES["train"]
-        raw_train = load_reviews(train_path, self.lowercase, self.cache_dir)
-        raw_test = load_reviews(self.folder / FILES["test"], self.lowercase, self.cache_dir)
-        held_out = validation_indices(raw_train["label"], self.validation_size, self.split_seed)
+        import datasets
+        import pyarrow as pa
+
+        # whole columns in Arrow, never row by row
+        raw_train = arrow_table(load_reviews(self.folder / FILES["train"], self.lowercase, self.cache_dir))
+        raw_test = arrow_table(load_reviews(self.folder / FILES["test"], self.lowercase, self.cache_dir))
+        held_out = validation_indices(raw_train.column("label").to_pylist(), self.validation_size, self.split_seed)
         held = set(held_out)
-        training_part = (tokens for index, tokens in enumerate(raw_train["tokens"]) if index not in held)
-        self.vocabulary = Vocabulary.build(training_part, self.min_freq, self.max_vocab)  # held-out words excluded
-        stoi, unknown = self.vocabulary.stoi, self.vocabulary.stoi[UNK]
-        max_length, keep = self.max_length, self.keep
-
-        def encode(batch):
-            ids = [truncate([stoi.get(token, unknown) for token in tokens], max_length, keep)
-                   for tokens in batch["tokens"]]
-            return {"ids": ids, "length": [len(row) for row in ids]}
-
-        train = raw_train.map(encode, batched=True, remove_columns=["tokens"])
-        test = raw_test.map(encode, batched=True, remove_columns=["tokens"])
         self.split_indices = {"train": [i for i in range(len(raw_train)) if i not in held], "validation": held_out}
-        self.splits = {
-            "train": train.select(self.split_indices["train"]),
-            "validation": train.select(held_out),
-            "test": test,
-        }
-        self.lengths = {split: data["length"] for split, data in self.splits.items()}
-        self.splits = {split: data.with_format(columns=["ids", "label"]) for split, data in self.splits.items()}
+        training_part = raw_train.column("tokens").take(self.split_indices["train"])  # held-out words excluded
+        self.vocabulary = Vocabulary.build(training_part, self.min_freq, self.max_vocab)
+
+        def encoded(table):
+            ids = self.vocabulary.encode_column(table.column("tokens"), self.max_length, self.keep)
+            return pa.table({"ids": ids, "label": table.column("label")})
+
+        train = encoded(raw_train)
+        self.splits = {"train": datasets.Dataset(train.take(self.split_indices["train"])),
+                       "validation": datasets.Dataset(train.take(held_out)),
+                       "test": datasets.Dataset(encoded(raw_test))}
+        self.lengths = {split: list_lengths(arrow_table(data).column("ids")) for split, data in self.splits.items()}
         self.load_embeddings()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
+from rrn_app.data.columns import arrow_table, list_lengths
 from rrn_app.data.locate import dataset_root
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
 from rrn_app.data.text import Vocabulary, require_vectors
@@ -84,17 +85,13 @@ class SSTDataModule(WordDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        raw = {split: self._load_split(split) for split in SPLITS}
-        self.vocabulary = Vocabulary.build(raw["train"]["tokens"], self.min_freq)
-        stoi, unknown = self.vocabulary.stoi, self.vocabulary.stoi["<unk>"]
+        import datasets
+        import pyarrow as pa
 
-        def encode(batch):
-            ids = [[stoi.get(token, unknown) for token in tokens] for tokens in batch["tokens"]]
-            return {"ids": ids, "length": [len(row) for row in ids]}
-
-        self.splits = {
-            split: dataset.map(encode, batched=True, remove_columns=["tokens"]).with_format(columns=["ids", "label"])
-            for split, dataset in raw.items()
-        }
-        self.lengths = {split: dataset.with_format(columns=["length"])["length"] for split, dataset in self.splits.items()}
+        raw = {split: arrow_table(self._load_split(split)) for split in SPLITS}  # whole columns, never row by row
+        self.vocabulary = Vocabulary.build(raw["train"].column("tokens"), self.min_freq)
+        self.splits = {split: datasets.Dataset(pa.table({"ids": self.vocabulary.encode_column(table.column("tokens")),
+                                                         "label": table.column("label")}))
+                       for split, table in raw.items()}
+        self.lengths = {split: list_lengths(arrow_table(data).column("ids")) for split, data in self.splits.items()}
         self.load_embeddings()

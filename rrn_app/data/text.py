@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 from collections import Counter
+from itertools import chain
 from pathlib import Path
 
 import torch
@@ -22,8 +23,16 @@ class Vocabulary:
 
     @classmethod
     def build(cls, sequences, min_freq: int = 1, max_size: int | None = None) -> "Vocabulary":
-        """The tokens seen at least min_freq times, most frequent first (ties alphabetical), at most max_size."""
-        counts = Counter(token for sequence in sequences for token in sequence)
+        """The tokens seen at least min_freq times, most frequent first (ties alphabetical), at most max_size.
+
+        `sequences`: lists of tokens, or a pyarrow list-of-strings column (counted in Arrow, not row by row).
+        """
+        if type(sequences).__module__.startswith("pyarrow"):
+            from rrn_app.data.columns import value_counts
+
+            counts = value_counts(sequences)
+        else:
+            counts = Counter(token for sequence in sequences for token in sequence)
         words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
         return cls([PAD, UNK, *words[:max_size]])
 
@@ -33,6 +42,13 @@ class Vocabulary:
     def encode(self, tokens: list[str]) -> list[int]:
         unknown = self.stoi[UNK]
         return [self.stoi.get(token, unknown) for token in tokens]
+
+    def encode_column(self, column, max_length: int | None = None, keep: str = "end"):
+        """A pyarrow list-of-strings column as lists of indices (unknown tokens -> <unk>), computed in Arrow;
+        with `max_length`, a longer row keeps its last (`keep="end"`) or first ("start") max_length indices."""
+        from rrn_app.data.columns import lookup_lists
+
+        return lookup_lists(column, self.stoi, self.stoi[UNK], max_length, keep)
 
 
 def require_vectors(path: str | Path) -> Path:
@@ -86,18 +102,25 @@ def load_vectors(path: str | Path, vocabulary: Vocabulary, dim: int, seed: int =
 
 
 def pad_batch(rows: list[dict]) -> dict[str, torch.Tensor]:
-    """Collate rows with an `ids` list into ids [batch, longest] (0-padded), lengths [batch], label [batch]."""
-    batch = {"ids": pad_sequences([row["ids"] for row in rows]),
-             "lengths": torch.tensor([len(row["ids"]) for row in rows], dtype=torch.long)}
+    """Collate rows with an `ids` list into ids [batch, longest] (0-padded), lengths [batch], label [batch].
+
+    (The word tasks' loaders read whole batches from `EncodedRows`, which gives the same; this is for rows.)
+    """
+    ids = [row["ids"] for row in rows]
+    batch = {"ids": pad_sequences(ids), "lengths": torch.tensor(list(map(len, ids)), dtype=torch.long)}
     if "label" in rows[0]:
         batch["label"] = torch.tensor([row["label"] for row in rows], dtype=torch.long)
     return batch
 
 
-def pad_sequences(sequences: list[list[int]], value: int = 0) -> torch.Tensor:
-    """Integer sequences as one tensor [batch, longest], filled with `value` past each sequence's end."""
-    longest = max(len(sequence) for sequence in sequences)
-    padded = torch.full((len(sequences), longest), value, dtype=torch.long)
-    for index, sequence in enumerate(sequences):
-        padded[index, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+def pad_sequences(sequences: list, value: int = 0) -> torch.Tensor:
+    """Integer sequences (lists or tensors) as one tensor [batch, longest], filled with `value` past each
+    sequence's end: one tensor of all values, placed by a mask, not a copy per sequence."""
+    lengths = torch.tensor(list(map(len, sequences)), dtype=torch.long)
+    if sequences and isinstance(sequences[0], torch.Tensor):
+        values = torch.cat([sequence.reshape(-1) for sequence in sequences]).to(torch.long)
+    else:
+        values = torch.tensor(list(chain.from_iterable(sequences)), dtype=torch.long)
+    padded = torch.full((len(sequences), int(lengths.max()) if len(sequences) else 0), value, dtype=torch.long)
+    padded[torch.arange(padded.shape[1]) < lengths[:, None]] = values
     return padded

@@ -3,8 +3,9 @@
 A subclass's `setup` sets `self.splits` ({"train", "validation", "test"} -> a dataset of encoded rows),
 `self.lengths` (the same keys -> each row's length, for bucketing) and `self.vocabulary`, then calls
 `load_embeddings()`; its `__init__` sets `batch_size`, `seed`, `num_workers`, `vectors` and `embedding_dim`.
+The class attributes `padded`, `scalars` and `objects` name the columns a batch holds (see `EncodedRows`).
 This class gives the checkpointed vocabulary, pretrained vectors and the length-bucketed loaders (DDP-aware:
-each rank its share of the batches).
+each rank its share of the batches), which read whole batches from each split's columns held as tensors.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from rrn_app.data.batching import BucketBatchSampler
-from rrn_app.data.text import load_vectors, pad_batch
+from rrn_app.data.packed import EncodedRows, whole_batch
+from rrn_app.data.text import load_vectors
 from rrn_app.validation import UserError
 
 
 class WordDataModule(L.LightningDataModule):
-    collate = staticmethod(pad_batch)  # rows -> a padded batch; atis pads its tags too
+    padded = {"ids": 0}  # sequence columns of a batch -> padding value (atis pads its tags with -1 too)
+    scalars = ("label",)  # integer columns of a batch
+    objects = ()  # columns passed on as Python lists (atis: the words)
     splits = None
 
     def load_embeddings(self) -> None:
@@ -45,13 +49,21 @@ class WordDataModule(L.LightningDataModule):
                 "was saved. Resume with the same data and options."
             )
 
+    def encoded_rows(self, split: str) -> EncodedRows:
+        """The split's batch columns as tensors, made once (a few milliseconds, in Arrow) and kept."""
+        cache = self.__dict__.setdefault("_encoded_rows", {})
+        if split not in cache:
+            cache[split] = EncodedRows(self.splits[split], self.padded, self.scalars, self.objects)
+        return cache[split]
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         trainer = self.trainer
+        rows = self.encoded_rows(split)
         sampler = BucketBatchSampler(
-            self.lengths[split], self.batch_size, shuffle=shuffle, seed=self.seed,
+            rows.lengths, self.batch_size, shuffle=shuffle, seed=self.seed,
             num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
         )
-        return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=self.collate,
+        return DataLoader(rows, batch_sampler=sampler, collate_fn=whole_batch,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
