@@ -46,7 +46,9 @@ def expected_sha256(dataset: Dataset) -> dict[str, str]:
 
 @contextlib.contextmanager
 def staging(root: Path, name: str) -> Iterator[Path]:
-    """A fresh temporary folder under `root` (`.rrn-data-NAME-*`), removed afterwards whatever happens."""
+    """A fresh temporary folder under `root` (`.rrn-data-NAME-*`), removed afterwards whatever happens (and
+    `root` too if this made it and it is still empty)."""
+    made_root = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".rrn-data-{name}-", dir=root))
@@ -56,6 +58,8 @@ def staging(root: Path, name: str) -> Iterator[Path]:
         yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if made_root and not any(root.iterdir()):
+            root.rmdir()
 
 
 def sha256_of(path: Path, expand: bool = False) -> str:
