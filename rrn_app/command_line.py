@@ -160,14 +160,21 @@ def preflight(argv: list[str], check_job: Callable | None = None) -> list[str]:
         return argv
     from hydra import initialize_config_dir
 
+    swept = {o.get_key_element() for o in parse_overrides(overrides) or [] if o.is_sweep_override()}
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="rrn-train"):
         for job in jobs:
-            cfg = _compose(job, arguments.config_name or "config")
-            if cfg is None:
-                return argv
-            check_options(cfg)
-            if check_job is not None:
-                check_job(cfg)
+            try:
+                cfg = _compose(job, arguments.config_name or "config")
+                if cfg is None:
+                    return argv
+                check_options(cfg)
+                if check_job is not None:
+                    check_job(cfg)
+            except UserError as error:
+                if len(jobs) == 1 or not swept:
+                    raise
+                label = " ".join(o for o in job if o.partition("=")[0] in swept)
+                raise UserError(f"{error} (in the job {label})") from None
     return argv
 
 
