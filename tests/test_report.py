@@ -178,7 +178,7 @@ def test_outputs_show_published_rows_beside_ours_never_averaged(two_cells):
     written = write_all(build(groups, ("cell", "lstm")), [], out, "rrn-report test")
     assert {path.name for path in written} == {"report.md", "report.csv", "sst_metrics.png", "sst_curves.png"}
     text = (out / "report.md").read_text()
-    assert "published [1]" in text and "Pradhan & Longpre" in text and "50.60" in text
+    assert "published [1]" in text and "Pradhan & Longpre" in text and "| 50.6 |" in text
     best = f"**{100 * np.mean(LSTM_ACC):.2f} ± {100 * np.std(LSTM_ACC, ddof=1):.2f} (4)**"
     assert best in text  # lstm has the better mean test accuracy: bold
     rows = list(csv.DictReader((out / "report.csv").open()))

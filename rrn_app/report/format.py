@@ -43,6 +43,6 @@ def difference(value: Difference | None, metric: Metric) -> str:
             f"{number(value.high, places, True)}] {p_value(value.p_value)}")
 
 
-def published_value(value: float, sd: float | None, metric: Metric) -> str:
-    places = decimals(metric)
-    return f"{number(value, places)} ± {number(sd, places)}" if sd is not None else number(value, places)
+def published_value(value: float, sd: float | None, places: int) -> str:
+    """A published number with as many decimals as its source prints (`1.4697`, `50.6`, `7.60 ± 0.55`)."""
+    return f"{value:.{places}f} ± {sd:.{places}f}" if sd is not None else f"{value:.{places}f}"

@@ -39,6 +39,7 @@ class Published:
     where: dict = field(default_factory=dict)  # settings a group must have for this row to be shown beside it
     sd: float | None = None
     n: str | None = None  # how many runs the published number averages, as the paper says it
+    decimals: int = 1  # as many as the source prints
 
 
 PRADHAN = "Pradhan & Longpre, \"Exploring the Depths of Recurrent Neural Networks with Stochastic Residual Learning\""
@@ -46,7 +47,7 @@ YUE = "Yue, Fu & Liang 2018, \"Residual Recurrent Neural Networks for Learning S
 TAI = "Tai, Socher & Manning 2015, \"Improved Semantic Representations From Tree-Structured LSTM Networks\", ACL"
 GOO = "Goo et al. 2018, \"Slot-Gated Modeling for Joint Slot Filling and Intent Prediction\", NAACL"
 CHUNG = "Chung, Gulcehre, Cho & Bengio 2014, \"Empirical Evaluation of Gated Recurrent Neural Networks on Sequence Modeling\", arXiv:1412.3555"
-NANOGPT = "Karpathy, nanoGPT (github.com/karpathy/nanoGPT), README \"quick start\", config/train_shakespeare_char.py"
+NANOGPT = "Karpathy, nanoGPT (github.com/karpathy/nanoGPT)"
 
 _SST5 = {"task.name": "sst", "task.data.classes": 5}
 _SST2 = {"task.name": "sst", "task.data.classes": 2}
@@ -110,7 +111,7 @@ def _sst(model, cell, value, table, where=_SST5) -> Published:
 
 def _yue(task, protocol, ours, table, metric, model, cell, value, sd, where) -> Published:
     return Published(task, model, cell, metric, value, YUE, f"Table {table}", protocol, False, ours,
-                     _YUE_READ.format(table), dict(where), sd=sd, n="several seeds (number not stated)")
+                     _YUE_READ.format(table), dict(where), sd=sd, n="several seeds (number not stated)", decimals=2)
 
 
 PUBLISHED: tuple[Published, ...] = (
@@ -172,7 +173,7 @@ PUBLISHED: tuple[Published, ...] = (
                                              ("Res-RNN", "res_rnn"), ("gRes-RNN", "gres_rnn")), rows)),
     # Music, Chung et al. 2014 Table 2 (test NLL per time step).
     *(Published("music", model, cell, "test/nll", value, CHUNG, "Table 2 (test)", _CHUNG_PROTOCOL, False,
-                _CHUNG_OURS, verified, {"task.name": "music", "task.dataset": dataset})
+                _CHUNG_OURS, verified, {"task.name": "music", "task.dataset": dataset}, decimals=2)
       for dataset, model, cell, value, verified in (
           ("jsb_chorales", "GRU", "gru", 8.54, "not read in the paper; the value as a public reimplementation "
                                                "(2j2h5/lstm-gru) quotes its Table 2"),
@@ -195,7 +196,7 @@ PUBLISHED: tuple[Published, ...] = (
                      "nanoGPT's validation part is rrn's validation and test parts together, read in random "
                      "windows, and it is also the part the checkpoint was chosen on",
               "read in nanoGPT's README, config/train_shakespeare_char.py and data/shakespeare_char/prepare.py",
-              {"task.name": "char_lm", "task.dataset": "tinyshakespeare"}),
+              {"task.name": "char_lm", "task.dataset": "tinyshakespeare"}, decimals=4),
 )
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from rrn_app.report import format as fmt
 from rrn_app.report.collect import Run
-from rrn_app.report.headline import describe
 from rrn_app.report.plots import curve_picture, metric_picture
 from rrn_app.report.table import Row, TaskReport
 
@@ -20,7 +19,8 @@ EXPLANATION = (
     "threads, logger and progress bar); columns show only the settings that differ. Cells: mean ± sample "
     "standard deviation (n runs); the best mean of our groups per metric in bold. Δ: the group's mean minus its "
     "baseline group's, with the 95% confidence interval (Welch–Satterthwaite) and Welch's t-test p-value. "
-    "Published rows are the papers' numbers, never averaged with ours; [k] points to their protocol."
+    "Published rows are the papers' numbers, never averaged with ours; [k] points to their protocol, and ≠ marks "
+    "a protocol that differs from rrn's default (how is said under [k])."
 )
 
 
@@ -33,7 +33,7 @@ def _baseline_text(report: TaskReport) -> str:
 
 
 def _published_label(index: int, entry) -> str:
-    return f"published [{index}]"
+    return f"published [{index}]" + ("" if entry.matches else " ≠")
 
 
 def _key_columns(report: TaskReport) -> list[str]:
@@ -57,7 +57,7 @@ def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
     if "cell.name" in report.columns and entry.cell:
         position = report.columns.index("cell.name")
         label[position] = f"{entry.cell}: {entry.model}" if position == 0 else entry.cell
-    cells = [fmt.published_value(entry.value, entry.sd, metric) if metric.name == entry.metric else ""
+    cells = [fmt.published_value(entry.value, entry.sd, entry.decimals) if metric.name == entry.metric else ""
              for metric in report.metrics]
     return [_published_label(index, entry), *label, "", *cells]
 
@@ -72,7 +72,7 @@ def _comparison_rows(report: TaskReport) -> list[list[str]]:
 def _protocol_rows(report: TaskReport) -> list[list[str]]:
     rows = []
     for index, entry in enumerate(report.published, 1):
-        value = fmt.published_value(entry.value, entry.sd, describe(entry.metric, report.task))
+        value = fmt.published_value(entry.value, entry.sd, entry.decimals)
         rows.append([f"[{index}]", f"{entry.citation}, {entry.table}", entry.model, f"{entry.metric} = {value}",
                      entry.protocol.split, entry.protocol.parameters, entry.protocol.selection,
                      entry.protocol.evaluation, ("matches: " if entry.matches else "") + entry.ours, entry.verified])
@@ -87,7 +87,8 @@ def _footnotes(report: TaskReport) -> list[str]:
     """One line per distinct (source, protocol note), naming every [k] it covers."""
     notes: dict[str, list[int]] = {}
     for index, entry in enumerate(report.published, 1):
-        text = f"{entry.citation}, {entry.table}. rrn's default protocol: {entry.ours}. Read: {entry.verified}."
+        text = (f"{entry.citation}, {entry.table}. rrn's default protocol: {entry.ours.rstrip('.')}. "
+                f"Read: {entry.verified.rstrip('.')}.")
         notes.setdefault(text, []).append(index)
     return [f"[{', '.join(map(str, indices))}] {text}" for text, indices in notes.items()]
 
