@@ -89,8 +89,8 @@ def is_run_local(key: str) -> bool:
 def settings_of(config: dict) -> dict[str, object]:
     """The grouping key of a run: its flattened config without seed and run-local keys; paths inside the run
     folder or the data folder written relative to them (`<run_dir>/checkpoints`, `<data.root>/glove/...`)."""
-    bases = [(f"<{name}>/", str(base).rstrip("/") + "/")
-             for name, base in (("run_dir", config.get("run_dir")), ("data.root", (config.get("data") or {}).get("root")))
+    places = (("run_dir", config.get("run_dir")), ("data.root", (config.get("data") or {}).get("root")))
+    bases = [(f"<{name}>/", base.rstrip("/") + "/") for name, base in places
              if isinstance(base, str) and base.strip("/")]
     settings = {}
     for key, value in flatten(config).items():
@@ -205,5 +205,8 @@ def _column_rank(key: str) -> tuple:
 def differing_keys(groups: list[Group]) -> list[str]:
     """Settings keys whose value is not the same in every group (absent counts as a value), most telling first."""
     keys = {key for group in groups for key in group.settings}
-    shown = lambda group, key: json.dumps(group.settings[key], default=str) if key in group.settings else "<absent>"  # noqa: E731
+
+    def shown(group: Group, key: str) -> str:
+        return json.dumps(group.settings[key], default=str) if key in group.settings else "<absent>"
+
     return sorted((key for key in keys if len({shown(group, key) for group in groups}) > 1), key=_column_rank)

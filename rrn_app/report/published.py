@@ -43,10 +43,12 @@ class Published:
 
 
 PRADHAN = "Pradhan & Longpre, \"Exploring the Depths of Recurrent Neural Networks with Stochastic Residual Learning\""
-YUE = "Yue, Fu & Liang 2018, \"Residual Recurrent Neural Networks for Learning Sequential Representations\", Information 9(3):56"
+YUE = ("Yue, Fu & Liang 2018, \"Residual Recurrent Neural Networks for Learning Sequential Representations\", "
+       "Information 9(3):56")
 TAI = "Tai, Socher & Manning 2015, \"Improved Semantic Representations From Tree-Structured LSTM Networks\", ACL"
 GOO = "Goo et al. 2018, \"Slot-Gated Modeling for Joint Slot Filling and Intent Prediction\", NAACL"
-CHUNG = "Chung, Gulcehre, Cho & Bengio 2014, \"Empirical Evaluation of Gated Recurrent Neural Networks on Sequence Modeling\", arXiv:1412.3555"
+CHUNG = ("Chung, Gulcehre, Cho & Bengio 2014, \"Empirical Evaluation of Gated Recurrent Neural Networks on Sequence "
+         "Modeling\", arXiv:1412.3555")
 NANOGPT = "Karpathy, nanoGPT (github.com/karpathy/nanoGPT)"
 
 _SST5 = {"task.name": "sst", "task.data.classes": 5}

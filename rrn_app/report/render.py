@@ -64,7 +64,10 @@ def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
 
 def _comparison_rows(report: TaskReport) -> list[list[str]]:
     number = {id(row): index + 1 for index, row in enumerate(report.rows)}
-    short = lambda row: f"G{number[id(row)]} ({report.cells(row)[0]})" if report.columns else f"G{number[id(row)]}"  # noqa: E731
+
+    def short(row: Row) -> str:
+        return f"G{number[id(row)]} ({report.cells(row)[0]})" if report.columns else f"G{number[id(row)]}"
+
     return [[short(row), short(row.baseline), *[fmt.difference(row.differences.get(m.name), m) for m in report.metrics]]
             for row in report.rows if row.baseline is not None]
 
@@ -141,7 +144,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def markdown(reports: list[TaskReport], failed: list[Run], out: Path, command: str, pictures: dict) -> Path:
     lines = ["# rrn-report", "", f"Made by `{command}`.", "", EXPLANATION, ""]
     for report in reports:
-        lines += [f"## {report.task}", "", f"{len(report.rows)} groups, {report.runs} runs; {_baseline_text(report)}.", ""]
+        lines += [f"## {report.task}", "",
+                  f"{len(report.rows)} groups, {report.runs} runs; {_baseline_text(report)}.", ""]
         header = ["source", *_key_columns(report), "n", *[m.label for m in report.metrics]]
         rows = [_our_cells(report, row, index, lambda text: f"**{text}**") for index, row in enumerate(report.rows)]
         rows += [_published_cells(report, index, entry) for index, entry in enumerate(report.published, 1)]
@@ -188,7 +192,8 @@ def csv_file(reports: list[TaskReport], failed: list[Run], out: Path) -> Path:
                 for metric in report.metrics:
                     summary = row.summaries[metric.name]
                     difference = row.differences.get(metric.name)
-                    baseline = report.name(row.baseline) if row.baseline else ("(is baseline)" if row.is_baseline else "")
+                    baseline = (report.name(row.baseline) if row.baseline
+                                else "(is baseline)" if row.is_baseline else "")
                     writer.writerow([report.task, "ours", report.name(row), settings, metric.name, summary.n,
                                      summary.mean, summary.sd, baseline,
                                      *([difference.difference, difference.low, difference.high, difference.p_value,
