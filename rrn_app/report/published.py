@@ -43,8 +43,7 @@ class Published:
 
 
 PRADHAN = "Pradhan & Longpre, \"Exploring the Depths of Recurrent Neural Networks with Stochastic Residual Learning\""
-YUE = ("Yue, Fu & Liang 2018, \"Residual Recurrent Neural Networks for Learning Sequential Representations\", "
-       "Information 9(3):56")
+YUE = "Yue, Fu & Liang 2018, \"Residual Recurrent Neural Networks for Learning Sequential Representations\""
 TAI = "Tai, Socher & Manning 2015, \"Improved Semantic Representations From Tree-Structured LSTM Networks\", ACL"
 GOO = "Goo et al. 2018, \"Slot-Gated Modeling for Joint Slot Filling and Intent Prediction\", NAACL"
 CHUNG = ("Chung, Gulcehre, Cho & Bengio 2014, \"Empirical Evaluation of Gated Recurrent Neural Networks on Sequence "
