@@ -27,12 +27,14 @@ def char_lm_run(data_root, tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # trains a small char_lm first (a few seconds)
 def test_checkpoint_names_its_module_and_carries_the_vocabulary(char_lm_run):
     checkpoint = torch.load(char_lm_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["rrn_module"] == "rrn_app.tasks.language_model.CharLanguageModel"
     assert len(checkpoint["vocabulary"]) == 65 and checkpoint["vocabulary"][:2] == ["\n", " "]
 
 
+@pytest.mark.slow  # trains a small char_lm first (a few seconds)
 def test_rrn_generate_prints_the_text_and_saves_it_in_the_run_directory(char_lm_run):
     ckpt = str(char_lm_run / "checkpoints" / "last.ckpt")
     result = run_cli("rrn-generate", f"ckpt={ckpt}", "length=80", "seed=1", "prime=ROMEO:", "temperature=0.8")
@@ -45,6 +47,7 @@ def test_rrn_generate_prints_the_text_and_saves_it_in_the_run_directory(char_lm_
     assert again.returncode == 0 and (char_lm_run / "samples" / "sample-seed1-1.txt").read_text() == text  # same seed
 
 
+@pytest.mark.slow  # trains a small char_lm first (a few seconds)
 def test_out_top_k_and_defaults(char_lm_run, tmp_path):
     ckpt = char_lm_run / "checkpoints" / "last.ckpt"
     [path] = generate([f"ckpt={ckpt}", f"out={tmp_path / 'samples'}", "top_k=1", "length=30"])
@@ -60,6 +63,7 @@ def test_out_top_k_and_defaults(char_lm_run, tmp_path):
     (["temperature=0"], "temperature=0 is not allowed: must be a number greater than 0"),
     (["prime=ROMEO@"], "prime has characters the model never saw: '@'"),
 ])
+@pytest.mark.slow  # trains a small char_lm first (a few seconds)
 def test_bad_options_are_clear_errors(char_lm_run, arguments, message):
     with pytest.raises(UserError) as error:
         generate([f"ckpt={char_lm_run / 'checkpoints' / 'last.ckpt'}", *arguments])

@@ -71,6 +71,7 @@ def test_a_broken_plugin_beside_it_only_warns(plugin_site, tmp_path):
     assert "indrnn" in result.stdout and "res_rnn" in result.stdout
 
 
+@pytest.mark.slow
 def test_installed_plugin_trains_on_sst(plugin_site, data_root, tmp_path):
     result = run_cli(
         "rrn-train", "task=sst", "cell=indrnn", "cell.hidden_size=16", "cell.bidirectional=true", "cell.residual=true",

@@ -109,6 +109,7 @@ def test_rrn_cells_does_not_import_lightning():
     assert result.stdout.split() == ["False", "False"], result.stderr
 
 
+@pytest.mark.slow
 def test_plugin_cell_trains_from_the_command_line_with_its_options(tmp_path, data_root):
     """No yaml ships with the plugin: its config comes from the registry (Hydra's ConfigStore)."""
     plugins = tmp_path / "site"

@@ -463,6 +463,7 @@ def test_out_of_range_options_name_the_option(name, options, key):
     ["cell=res_rnn", "cell.batch_norm=true", "cell.residual=true"],
     ["cell=rrn", "cell.layer_sizes=[16,24]", "cell.bidirectional=true"],
 ])
+@pytest.mark.slow
 def test_new_cells_train_on_sst(compose_config, data_root, overrides):
     from rrn_app.train import train
 

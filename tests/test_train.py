@@ -1,4 +1,5 @@
-"""rrn-train end to end on the real SST data: training, results.json, checkpoints, loggers, errors, DDP."""
+"""rrn-train end to end on the real SST data (data.root's or the embedded copy): training, results.json, checkpoints,
+loggers, errors, DDP."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_dir_of
+from conftest import FULL_DATA, run_cli, run_dir_of
 from rrn_app.train import train
 from rrn_app.validation import UserError
 
@@ -16,6 +17,7 @@ QUICK = ["trainer.max_epochs=2", "task.data.train_on=sentences", "task.data.batc
          "trainer.enable_progress_bar=false", "logger=none"]
 
 
+@pytest.mark.slow
 def test_short_real_run_beats_chance_and_writes_results(compose_config, data_root, tmp_path):
     cfg = compose_config("task=sst", "cell=res_lstm", f"data.root={data_root}", *QUICK)
     run_dir = train(cfg)
@@ -33,6 +35,7 @@ def test_short_real_run_beats_chance_and_writes_results(compose_config, data_roo
     assert len(matrix) == 5 and sum(map(sum, matrix)) == 2210
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_keeps_earlier_results(compose_config, data_root, tmp_path):
     first = train(compose_config(f"data.root={data_root}", *QUICK, "trainer.max_epochs=1"))
     last = first / "checkpoints" / "last.ckpt"
@@ -62,10 +65,12 @@ def test_bad_values_fail_before_training_with_the_key(compose_config, data_root,
     assert key in str(error.value)
 
 
-def test_missing_data_names_the_path(compose_config, tmp_path):
+def test_missing_data_names_the_path_and_how_to_get_it(compose_config, tmp_path):
     with pytest.raises(UserError) as error:
-        train(compose_config(f"data.root={tmp_path / 'nowhere'}", *QUICK))
-    assert str(tmp_path / "nowhere" / "sst" / "train.txt") in str(error.value)
+        train(compose_config("task=atis", f"data.root={tmp_path / 'nowhere'}", "logger=none"))
+    message = str(error.value)
+    assert str(tmp_path / "nowhere" / "atis" / "train" / "seq.in") in message
+    assert f"rrn-data get atis root={tmp_path / 'nowhere'}" in message and "\n" not in message
 
 
 def test_bf16_on_a_cpu_without_it_is_a_clear_error(compose_config, data_root, monkeypatch):
@@ -90,6 +95,7 @@ def test_unknown_names_from_the_command_line(argument, expected):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_command_line_run_with_wandb_offline(data_root, tmp_path):
     """The real command: W&B offline without a key (no prompt, no hang), run dir as the last line."""
     result = run_cli("rrn-train", "task=sst", "cell=lstm", f"data.root={data_root}", *QUICK[:-1], "logger=wandb",
@@ -102,8 +108,11 @@ def test_command_line_run_with_wandb_offline(data_root, tmp_path):
     assert len(offline_runs) == 1
     assert list(offline_runs[0].glob("run-*.wandb"))
     assert "best checkpoint:" in result.stdout and "f1_macro" in result.stdout  # the summary table
+    if not FULL_DATA:  # the fixtures' root has no sst/: the embedded trees, and one line says so
+        assert result.stderr.count("using the embedded copy") == 2  # the trees and the GloVe rows
 
 
+@pytest.mark.slow
 def test_two_process_cpu_ddp(data_root, tmp_path):
     result = run_cli("rrn-train", "task=sst", "cell=res_lstm", "cell.keep_prob=0.75", f"data.root={data_root}", *QUICK,
                      "trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.accelerator=cpu",
