@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -67,6 +68,17 @@ def window_bounds(stream_length: int, longest: int, seq_length: int) -> list[tup
     """(start, end) of each window over streams of `stream_length` (some `longest` = one more) steps."""
     starts = list(range(0, stream_length, seq_length))
     return list(zip(starts, starts[1:] + [longest]))
+
+
+def character_ids(text: str, vocabulary: list[str]) -> torch.Tensor:
+    """Each character's index in `vocabulary` (which holds them all), found for the whole text at once: the
+    text's code points (its UTF-32 bytes) index a table from code point to index, not one dictionary lookup a
+    character."""
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    codes = np.array([ord(character) for character in vocabulary], dtype=np.int64)
+    table = np.zeros(int(codes.max(initial=0)) + 1, dtype=np.int64)
+    table[codes] = np.arange(len(codes))
+    return torch.from_numpy(table[points])
 
 
 class StreamWindows(Dataset):
@@ -129,8 +141,7 @@ class CharLMDataModule(L.LightningDataModule):
             return
         self.texts = read_splits(self.root, self.dataset, self.split)
         self.vocabulary = sorted(set("".join(self.texts.values())))
-        stoi = {character: index for index, character in enumerate(self.vocabulary)}
-        self.ids = {name: torch.tensor([stoi[c] for c in text], dtype=torch.long) for name, text in self.texts.items()}
+        self.ids = {name: character_ids(text, self.vocabulary) for name, text in self.texts.items()}
 
     def model_arguments(self) -> dict:
         """What the LightningModule needs from the data: the vocabulary (it goes into every checkpoint)."""
