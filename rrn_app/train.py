@@ -253,8 +253,10 @@ def train(cfg) -> Path:
     logger = make_logger(logger_config, run_dir, config_dict)
     trainer = L.Trainer(**trainer_options, logger=logger, callbacks=[*callbacks, history], default_root_dir=run_dir)
 
+    checkpoints = (run_dir / "checkpoints").resolve()
+    resuming_here = bool(cfg.ckpt_path) and Path(str(cfg.ckpt_path)).resolve().parent == checkpoints
     with warnings.catch_warnings():
-        if resumed is not None:  # continuing in its own folder: of course its checkpoints are there
+        if resuming_here:  # continuing in its own folder: of course its checkpoints are there
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     fit_seconds = time.time() - start

@@ -29,9 +29,11 @@ def test_default_callbacks_follow_the_tasks_metric(compose_config):
 def test_default_callbacks_are_built_in_order(compose_config):
     cfg = compose_config("task=sst")
     built = build_callbacks(cfg.callbacks, has_logger=True, progress_bar=True)
-    assert [type(c) for c in built] == [ModelCheckpoint, EarlyStopping, Throughput, LearningRateMonitor, RichProgressBar]
+    assert [type(c) for c in built] == [ModelCheckpoint, EarlyStopping, Throughput, LearningRateMonitor,
+                                        RichProgressBar]
     checkpoint = built[0]
-    assert checkpoint.monitor == "val/loss" and checkpoint.save_last and str(checkpoint.dirpath).endswith("run/checkpoints")
+    assert checkpoint.monitor == "val/loss" and checkpoint.save_last
+    assert str(checkpoint.dirpath).endswith("run/checkpoints")
 
 
 def test_no_logger_drops_the_lr_monitor_and_no_progress_bar_drops_the_bar(compose_config):
@@ -41,8 +43,10 @@ def test_no_logger_drops_the_lr_monitor_and_no_progress_bar_drops_the_bar(compos
 
 def test_callbacks_none_and_added_callbacks(compose_config):
     assert build_callbacks(compose_config("callbacks=none").get("callbacks"), has_logger=True, progress_bar=True) == []
-    cfg = compose_config("callbacks=none", "+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor")
-    assert [type(c) for c in build_callbacks(cfg.callbacks, has_logger=True, progress_bar=True)] == [LearningRateMonitor]
+    cfg = compose_config("callbacks=none",
+                         "+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor")
+    built = build_callbacks(cfg.callbacks, has_logger=True, progress_bar=True)
+    assert [type(c) for c in built] == [LearningRateMonitor]
     cfg = compose_config("~callbacks.early_stopping", "callbacks.model_checkpoint.save_top_k=3")
     built = build_callbacks(cfg.callbacks, has_logger=False, progress_bar=False)
     assert [type(c) for c in built] == [ModelCheckpoint, Throughput] and built[0].save_top_k == 3

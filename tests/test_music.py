@@ -362,7 +362,8 @@ def test_short_real_training_run_writes_results_checkpoint_and_epoch_samples(dat
     assert 5 < metrics["test/nll"] < 88 * math.log(2)  # learnt something: better than a coin per key
     assert results["train_tokens_per_second"] > 0
     for epoch in ("epoch00", "epoch01"):
-        assert all((run_dir / "samples" / f"{epoch}.{ext}").stat().st_size > 0 for ext in ("mid", "png", "wav"))
+        assert all((run_dir / "samples" / f"{epoch}.{ext}").stat().st_size > 0 for ext in ("mid", "png"))
+    assert (run_dir / "samples" / "epoch01.wav").stat().st_size > 0  # the last epoch's (and the best's: test_logging)
     assert not (run_dir / "samples" / "epoch02.mid").exists()  # none from the final validate/test
     checkpoint = torch.load(results["best_checkpoint"], weights_only=False, map_location="cpu")
     assert checkpoint["rrn_module"] == "rrn_app.tasks.music.MusicModel"

@@ -7,6 +7,8 @@ average or elementwise maximum of the outputs over each sequence's real steps. U
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 import torchmetrics
@@ -17,6 +19,15 @@ from rrn_app import validation
 from rrn_app.cells import get_cell
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer, embedding_groups
 from rrn_app.tasks.pooling import POOLINGS, pool
+
+
+CLASS_NAMES = {5: ["very negative", "negative", "neutral", "positive", "very positive"],  # SST-5
+               2: ["negative", "positive"]}  # SST-2, IMDB
+
+
+def class_names(num_classes: int) -> list[str]:
+    """The labels' names, for pictures: SST's five, the binary pair, else `class 0`, `class 1`, ..."""
+    return CLASS_NAMES.get(num_classes, [f"class {label}" for label in range(num_classes)])
 
 
 class SequenceClassifier(L.LightningModule):
@@ -87,18 +98,18 @@ class SequenceClassifier(L.LightningModule):
             metric.reset()
 
     def _log_confusion_figure(self, stage: str):
-        """The confusion matrix as a picture, for loggers that take images (W&B)."""
-        log_image = getattr(self.logger, "log_image", None)
-        if log_image is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        """The confusion matrix as a picture with the class names, `<run dir>/figures/<stage>_confusion_matrix.png`
+        (validation: the latest epoch's, at the end the best checkpoint's), also to a logger that takes pictures."""
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from rrn_app.figures import log_png, save_figure
 
-        figure, _ = self.confusion[stage].plot()
-        log_image(key=f"{stage}/confusion_matrix", images=[figure])
-        plt.close(figure)
+        figure, _ = self.confusion[stage].plot(labels=class_names(self.hparams.num_classes))
+        path = save_figure(figure, Path(self.trainer.default_root_dir) / "figures" / f"{stage}_confusion_matrix.png")
+        log_png(self.logger, f"{stage}/confusion_matrix", path, step=self.trainer.global_step)
 
     def validation_step(self, batch, batch_index):
         self._evaluate(batch, "val")

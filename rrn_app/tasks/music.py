@@ -17,7 +17,8 @@ Training runs over windows with the state carried (detached) from one window of 
 Generation (`generate_files`, also used by `rrn-generate`): frames are sampled autoregressively, each key
 a Bernoulli draw from sigmoid(logit / temperature), after a primer; the result is written as MIDI, a
 piano-roll PNG and a WAV (rrn_app/music_io.py). `SampleEveryEpoch` writes one such sample at the end of
-every validation epoch under `<run dir>/samples/` and logs it to W&B when that logger is on.
+every validation epoch under `<run dir>/samples/` (the WAV only for the best and the last epoch by default:
+`sample_audio`) and logs it to W&B or TensorBoard when that logger is on.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from rrn_app.validation import InvalidOption, UserError
 
 PRIME_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 DEFAULT_PRIME_FRAMES = 16
+SAMPLE_AUDIO = ("best_last", "every", "never")  # which per-epoch samples get a WAV (SampleEveryEpoch)
 
 
 def frame_nll(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,7 +105,8 @@ class MusicModel(L.LightningModule):
                  data_path: str | None = None, input_size: int | None = None, dropout: float = 0.3,
                  optimizer: str = "adam", lr: float = 1e-2, weight_decay: float = 0.0, lr_decay: float | None = 0.5,
                  lr_patience: int = 1, sample_every_epoch: bool = True, sample_length: int = 64,
-                 sample_temperature: float = 1.0, sample_prime: str = "valid:0:16", sample_seed: int = 0):
+                 sample_temperature: float = 1.0, sample_prime: str = "valid:0:16", sample_seed: int = 0,
+                 sample_audio: str = "best_last"):
         super().__init__()
         validation.one_of("dataset", dataset, tuple(DATASETS))
         validation.positive_float("beats_per_frame", beats_per_frame)
@@ -118,6 +121,7 @@ class MusicModel(L.LightningModule):
             raise InvalidOption("lr_decay", lr_decay, "must be a factor in (0, 1), or null for a constant rate")
         validation.positive_int("lr_patience", lr_patience)
         validation.one_of("sample_every_epoch", sample_every_epoch, (True, False))
+        validation.one_of("sample_audio", sample_audio, SAMPLE_AUDIO)
         validation.positive_int("sample_length", sample_length)
         validation.non_negative_float("sample_temperature", sample_temperature)
         parse_prime(sample_prime, "sample_prime")
@@ -274,6 +278,10 @@ class MusicModel(L.LightningModule):
         data_root (the folder holding polyphonic/, for a primer; default the training run's data), wav (default
         true). top_k does not apply to independent binary keys and is ignored (with a warning).
         """
+        return self.sample_files(out_dir, options)[1]
+
+    def sample_files(self, out_dir: Path, options: dict) -> tuple[torch.Tensor, list[Path]]:
+        """generate_files, also returning the sampled frames (the per-epoch sample writes some WAVs later)."""
         from rrn_app import music_io
 
         length = validation.positive_int("length", 128 if options.get("length") is None else options["length"])
@@ -295,29 +303,91 @@ class MusicModel(L.LightningModule):
         paths = [music_io.write_midi(roll, stem.with_suffix(".mid"), seconds, self.hparams.tempo),
                  music_io.write_png(roll, stem.with_suffix(".png"), seconds, title, primer_frames=len(primer))]
         if options.get("wav", True):
-            paths.append(music_io.write_wav(roll, stem.with_suffix(".wav"), seconds, self.hparams.tempo))
-        return paths
+            paths.append(self.write_wav(roll, stem.with_suffix(".wav")))
+        return roll, paths
+
+    def write_wav(self, roll: torch.Tensor, path: Path) -> Path:
+        """The frames as a WAV at this model's frame timing (about 1.8 MB for the default JSB sample, 40 s)."""
+        from rrn_app import music_io
+
+        seconds = music_io.frame_seconds(self.hparams.beats_per_frame, self.hparams.tempo)
+        return music_io.write_wav(roll, path, seconds, self.hparams.tempo)
 
 
 class SampleEveryEpoch(L.Callback):
-    """At the end of every validation epoch, a short sample in `<run dir>/samples/epochNN.{mid,png,wav}`.
+    """At the end of every validation epoch while fitting, a short sample: `<run dir>/samples/epochNN.mid` and
+    `.png`, and a WAV by the model's `sample_audio`: `best_last` (default) only for the best epoch (by the
+    checkpoint's metric, else val/nll) and the last, written when training ends (two WAVs of about 1.8 MB);
+    `every` each epoch; `never`.
 
-    Primer, length, temperature and seed come from the model's `sample_*` options (the same every epoch,
-    so the samples show progress). Logged to W&B (picture and audio) when that logger is on. A failure is a
-    warning: it never stops training.
+    Primer, length, temperature and seed come from the model's `sample_*` options (the same every epoch, so the
+    samples show progress). The pictures and sounds also go to a logger that takes them (W&B; TensorBoard: the
+    pictures). A failure is a warning: it never stops training.
     """
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def __init__(self):
+        self.best: dict | None = None  # {"epoch", "score", "stem", "roll"} of the best epoch so far
+        self.latest: dict | None = None
+
+    def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
             return  # not after the sanity check, nor in the final validate/test on the best checkpoint
+        audio = pl_module.hparams.get("sample_audio", "best_last")
         options = {"length": pl_module.hparams.sample_length, "temperature": pl_module.hparams.sample_temperature,
                    "seed": pl_module.hparams.sample_seed, "prime": pl_module.hparams.sample_prime,
-                   "name": f"epoch{trainer.current_epoch:02d}"}
+                   "name": f"epoch{trainer.current_epoch:02d}", "wav": audio == "every"}
         try:
-            paths = pl_module.generate_files(Path(trainer.default_root_dir) / "samples", options)
-            log_to_wandb(trainer.logger, paths, trainer.global_step)
+            roll, paths = pl_module.sample_files(Path(trainer.default_root_dir) / "samples", options)
+            log_sample(trainer.logger, paths, trainer.global_step)
         except Exception as error:  # noqa: BLE001  (a sample must never end a training run)
             warnings.warn(f"could not write the epoch {trainer.current_epoch} music sample: {error!r}")
+            return
+        if audio != "best_last":
+            return
+        monitor, mode = "val/nll", "min"
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.monitor:
+            monitor, mode = checkpoint.monitor, checkpoint.mode
+        score = trainer.callback_metrics.get(monitor)
+        self.latest = {"epoch": trainer.current_epoch, "stem": str(paths[0].with_suffix("")), "roll": roll,
+                       "score": None if score is None else float(score)}
+        if self.latest["score"] is not None and (
+                self.best is None or (self.latest["score"] < self.best["score"] if mode == "min"
+                                      else self.latest["score"] > self.best["score"])):
+            self.best = self.latest
+
+    def on_train_end(self, trainer, pl_module):
+        """The WAVs of the best and the last epoch (`sample_audio: best_last`)."""
+        if not trainer.is_global_zero or pl_module.hparams.get("sample_audio", "best_last") != "best_last":
+            return
+        for entry in {id(entry): entry for entry in (self.best, self.latest) if entry is not None}.values():
+            path = Path(entry["stem"]).with_suffix(".wav")
+            try:
+                if not path.exists():
+                    log_sample(trainer.logger, [pl_module.write_wav(entry["roll"], path)], trainer.global_step)
+            except Exception as error:  # noqa: BLE001
+                warnings.warn(f"could not write the epoch {entry['epoch']} music sample's WAV: {error!r}")
+
+    def state_dict(self) -> dict:
+        """The best epoch so far (its frames too), so a resumed run still writes that epoch's WAV."""
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict.get("best")
+
+
+def log_sample(logger, paths: list[Path], step: int | None = None) -> bool:
+    """A sample's picture (and sound) to the logger: W&B both (log_to_wandb), TensorBoard the picture."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if isinstance(logger, TensorBoardLogger):
+        from rrn_app.figures import log_png
+
+        for path in paths:
+            if path.suffix == ".png":
+                log_png(logger, "sample/piano_roll", path, step)
+        return True
+    return log_to_wandb(logger, paths, step)
 
 
 def log_to_wandb(logger, paths: list[Path], step: int | None = None) -> bool:
