@@ -43,11 +43,16 @@ def rewrite_deprecated(argument: str) -> str:
 def job_override_lists(overrides: list[str], multirun: bool) -> list[list[str]] | None:
     """The overrides of each job the run will start: the product of the swept values in a multirun (as
     Hydra's basic sweeper makes them). A sweep that cannot be enumerated (`interval(...)`, for a search
-    sweeper) is left out: each job checks its own values. None if Hydra cannot parse the overrides."""
+    sweeper) is left out: each job checks its own values. None if Hydra cannot parse the overrides; a
+    UserError for a sweep without -m."""
     parsed = parse_overrides(overrides)
     if parsed is None:
         return None
     if not multirun:
+        sweeps = [override.input_line for override in parsed if override.is_sweep_override()]
+        if sweeps:
+            raise UserError(f"{sweeps[0]} is a sweep: add -m (rrn-train -m ...) to run one job per value, or write "
+                            "a list as key=[a,b]")
         return [list(overrides)]
     from hydra.core.override_parser.types import Glob
 

@@ -55,6 +55,11 @@ def test_a_single_run_is_one_job():
     assert job_override_lists(["cell=res_lstm", "seed=2"], multirun=False) == [["cell=res_lstm", "seed=2"]]
 
 
+def test_a_sweep_without_multirun_says_to_add_m():
+    with pytest.raises(UserError, match=r"^cell=lstm,gru is a sweep: add -m \(rrn-train -m ...\)"):
+        job_override_lists(["cell=lstm,gru", "seed=2"], multirun=False)
+
+
 @pytest.mark.parametrize("override, message", [
     ("cell=lstm,res_lstn", "unknown cell 'res_lstn' (in cell=lstm,res_lstn). Did you mean cell=res_lstm?"),
     ("cell=choice(gru,lstn)", "unknown cell 'lstn' (in cell=choice(gru,lstn)). Did you mean cell=lstm?"),
