@@ -6,14 +6,13 @@ import copy
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from conftest import run_cli
 from rrn_app.report.collect import collect_runs, differing_keys, group_runs
 from rrn_app.report.published import PUBLISHED
 from rrn_app.report.render import write_all
@@ -190,9 +189,7 @@ def test_outputs_show_published_rows_beside_ours_never_averaged(two_cells):
 
 
 def rrn_report(*arguments):
-    script = Path(sys.executable).with_name("rrn-report")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "rrn_app.report.cli"]
-    return subprocess.run([*command, *map(str, arguments)], capture_output=True, text=True, timeout=120)
+    return run_cli("rrn-report", *map(str, arguments), timeout=120)
 
 
 def test_console_script_prints_the_table_and_writes_the_report(two_cells, tmp_path):
@@ -227,3 +224,22 @@ def test_published_rows_follow_the_dataset_of_the_groups(dataset_key):
     assert published_for("char_lm", [{**settings, dataset_key: "ptb_char"}]) == []
     music = published_for("music", [{"task.name": "music", "task.dataset": "jsb_chorales"}])
     assert {entry.citation.split(",")[0] for entry in music} == {"Yue", "Chung"}
+
+
+@pytest.mark.slow
+def test_a_real_two_cell_two_seed_multirun_then_rrn_report(data_root, tmp_path):
+    sweep = tmp_path / "multi"
+    tiny = ["threads=1", "logger=none", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false"]
+    trained = run_cli("rrn-train", "-m", "task=sst", "cell=lstm,res_lstm", "seed=1,2", *tiny, f"data.root={data_root}",
+                      f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    done = rrn_report(sweep, f"out={tmp_path / 'report'}")
+    assert done.returncode == 0, done.stderr
+    assert "sst: 2 groups, 4 runs (baseline cell=lstm)" in done.stdout
+    rows = list(csv.DictReader((tmp_path / "report" / "report.csv").open()))
+    ours = {row["group"]: row for row in rows if row["source"] == "ours" and row["metric"] == "test/acc"}
+    assert len(ours) == 2 and all(row["n"] == "2" for row in ours.values())
+    res = next(row for name, row in ours.items() if "res_lstm" in name)
+    assert res["baseline"].startswith("cell.name=lstm") and res["p_value"] != ""
+    assert (tmp_path / "report" / "sst_curves.png").is_file()  # from results.json's per-epoch history
