@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 import pickle
+from itertools import chain
 from pathlib import Path
 
 from rrn_app import safe_pickle
@@ -97,11 +98,10 @@ def _read_mat(path: Path) -> dict:
             if roll.ndim != 2 or roll.shape[1] != KEYS or not np.isin(roll, (0, 1)).all():
                 raise UserError(f"{path}: {mat_key} cell {number} is not a T x {KEYS} binary piano roll (shape "
                                 f"{roll.shape}). Is the file corrupt?")
-            rows, columns = np.nonzero(roll)
-            steps = [[] for _ in range(roll.shape[0])]
-            for row, column in zip(rows.tolist(), columns.tolist()):
-                steps[row].append(LOWEST_NOTE + column)
-            pieces.append(steps)
+            rows, columns = np.nonzero(roll)   # row-major: each row's columns ascending
+            ends = np.cumsum(np.bincount(rows, minlength=roll.shape[0])).tolist()
+            notes = (columns + LOWEST_NOTE).tolist()
+            pieces.append([notes[start:end] for start, end in zip([0, *ends[:-1]], ends)])
         splits[key] = pieces
     return splits
 
@@ -112,8 +112,29 @@ def _is_sequence(value) -> bool:
     return isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1)
 
 
+def _in_layout(piece) -> bool:
+    """Whether `piece` is already rrn's layout (lists of sorted, distinct int notes in range), checked with numpy."""
+    import numpy as np
+
+    if type(piece) is not list or not piece or not all(type(step) is list for step in piece):
+        return False
+    flat = list(chain.from_iterable(piece))
+    if not flat:
+        return True
+    if not set(map(type, flat)) <= {int}:   # floats, numpy scalars, bools: normalised one by one
+        return False
+    notes = np.array(flat)
+    if notes.min() < LOWEST_NOTE or notes.max() >= LOWEST_NOTE + KEYS:
+        return False
+    frames = np.repeat(np.arange(len(piece)), [len(step) for step in piece])
+    same_step = frames[1:] == frames[:-1]
+    return bool((np.diff(notes)[same_step] > 0).all())
+
+
 def _piece(piece, path: Path, where: str, fix: str) -> list[list[int]]:
     """One piece as a list of steps of sorted, distinct int notes (floats/numpy values that are whole numbers ok)."""
+    if _in_layout(piece):
+        return piece
     if not _is_sequence(piece) or len(piece) == 0 or not all(_is_sequence(step) or _is_set(step) for step in piece):
         raise UserError(f"{path}: {where} is not a non-empty list of time steps (lists of MIDI notes). Is the file "
                         f"corrupt? {fix}".rstrip())
