@@ -67,7 +67,7 @@ def two_cells(tmp_path) -> Path:
     for seed, acc in enumerate(LSTM_ACC):
         write_run(tmp_path / f"lstm{seed}", make_config(seed, run_dir=f"/elsewhere/{seed}", threads=seed + 1),
                   {"test/acc": acc, "val/acc": acc + 0.01, "test/f1_macro": acc - 0.05, "val/f1_macro": acc - 0.04},
-                  status="finished", overrides=[f"seed={seed}"],
+                  status="finished", overrides=[f"seed={seed}", "cell=lstm", "data.root=/somewhere/data", "threads=1"],
                   history={"epoch": [0, 1, 2], "val/acc": [0.3, 0.4, acc + 0.01]})
     for seed, acc in enumerate(RES_ACC):
         write_run(tmp_path / f"res{seed}", make_config(seed, cell__name="res_lstm"),
@@ -180,6 +180,7 @@ def test_outputs_show_published_rows_beside_ours_never_averaged(two_cells):
     assert "published [1]" in text and "Pradhan & Longpre" in text and "| 50.6 |" in text
     best = f"**{100 * np.mean(LSTM_ACC):.2f} ± {100 * np.std(LSTM_ACC, ddof=1):.2f} (4)**"
     assert best in text  # lstm has the better mean test accuracy: bold
+    assert "| cell=lstm |" in text and "/somewhere" not in text  # overrides shown without the run-local ones
     rows = list(csv.DictReader((out / "report.csv").open()))
     ours = [row for row in rows if row["source"] == "ours" and row["metric"] == "test/acc"]
     assert sorted(int(row["n"]) for row in ours) == [3, 4]

@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 
 from rrn_app.report import format as fmt
-from rrn_app.report.collect import Run
+from rrn_app.report.collect import Run, is_run_local
 from rrn_app.report.plots import curve_picture, metric_picture
 from rrn_app.report.table import Row, TaskReport
 
@@ -130,8 +130,21 @@ def terminal(reports: list[TaskReport], failed: list[Run], console=None) -> None
         for column in ("run", "task", "cell", "status", "why"):
             table.add_column(column, overflow="fold")
         for run in failed:
-            table.add_row(str(run.path), run.task, run.cell, run.status, run.reason)
+            table.add_row(shown_path(run.path), run.task, run.cell, run.status, run.reason)
         console.print(table)
+
+
+def shown_path(path: Path) -> str:
+    """A run folder relative to the working directory when it is below it (reports stay machine-independent)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def shown_overrides(run: Run) -> str:
+    """The run's overrides without the run-local ones (data.root=..., threads=..., logger=...)."""
+    return " ".join(item for item in run.overrides if not is_run_local(item.partition("=")[0].lstrip("+~")))
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -162,15 +175,15 @@ def markdown(reports: list[TaskReport], failed: list[Run], out: Path, command: s
         if not any(run.history for row in report.rows for run in row.group.runs):
             lines += ["No validation curves: these results.json files have no per-epoch `history`.", ""]
         lines += ["Runs:", ""]
-        run_rows = [[f"G{index + 1}", str(run.seed), str(run.path),
+        run_rows = [[f"G{index + 1}", str(run.seed), shown_path(run.path), shown_overrides(run),
                      *[fmt.number(run.metrics.get(m.name, float("nan")) * m.scale, fmt.decimals(m))
                        for m in report.metrics]]
                     for index, row in enumerate(report.rows) for run in row.group.runs]
-        lines += _md_table(["group", "seed", "run", *[m.label for m in report.metrics]], run_rows)
+        lines += _md_table(["group", "seed", "run", "overrides", *[m.label for m in report.metrics]], run_rows)
     if failed:
         lines += ["## Not averaged: unfinished or failed runs", ""]
         lines += _md_table(["run", "task", "cell", "status", "why"],
-                           [[str(run.path), run.task, run.cell, run.status, run.reason] for run in failed])
+                           [[shown_path(run.path), run.task, run.cell, run.status, run.reason] for run in failed])
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -203,7 +216,7 @@ def csv_file(reports: list[TaskReport], failed: list[Run], out: Path) -> Path:
                                  entry.value, "" if entry.sd is None else entry.sd, "", "", "", "", "", "",
                                  f"{entry.citation}, {entry.table}", entry.matches, entry.verified])
         for run in failed:
-            writer.writerow([run.task, "not_averaged", str(run.path), run.status, "", "", "", "", "", "", "", "", "",
+            writer.writerow([run.task, "not_averaged", shown_path(run.path), run.status, "", "", "", "", "", "", "", "", "",
                              "", "", "", run.reason])
     return path
 
