@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 
 import yaml
@@ -17,9 +18,10 @@ from rrn_app.validation import UserError
 
 DEFAULT_BASELINE = ("cell", "lstm")
 MAX_COLUMNS = 6  # more differing settings than this: the first ones as columns, the rest in one "other settings"
+OTHER = "other settings"
 
 
-@dataclass
+@dataclass(eq=False)  # rows are compared by identity
 class Row:
     """One group of ours: its label (differing settings), summaries, and comparison with its baseline group."""
 
@@ -29,10 +31,6 @@ class Row:
     is_baseline: bool = False
     baseline: "Row | None" = None
     differences: dict[str, Difference | None] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return ", ".join(f"{key}={value}" for key, value in self.label.items()) or "all runs"
 
 
 @dataclass
@@ -70,14 +68,9 @@ class TaskReport:
         return cells
 
 
-OTHER = "other settings"
-
-
 def other_settings(report: "TaskReport", row: Row, keys: list[str]) -> str:
     """`key=value; ...` for the keys where `row` differs from the value most groups have; a config subtree the
     row lacks entirely is one `subtree=—` entry."""
-    from collections import Counter
-
     departures = []
     for key in keys:
         common = Counter(other.label[key] for other in report.rows).most_common(1)[0][0]
