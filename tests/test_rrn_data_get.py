@@ -310,6 +310,17 @@ def test_get_glove_keeps_the_50d_file_gzipped(server, tmp_path, monkeypatch):
     assert found == 5 and matrix.shape == (len(vocabulary), 50)
 
 
+def test_the_music_loader_reads_a_canonical_pickle_under_its_own_name(tmp_path):
+    splits = jsb_sample()
+    (tmp_path / "polyphonic").mkdir()
+    (tmp_path / "polyphonic" / "JSB Chorales.pickle").write_bytes(canonical_style(splits))
+    from rrn_app.data.music import MusicDataModule
+    data = MusicDataModule(root=str(tmp_path), dataset="jsb_chorales")
+    assert data.path.name == "JSB Chorales.pickle"
+    data.setup()
+    assert [len(roll) for roll in data.pieces["train"]] == [len(piece) for piece in splits["train"]]
+
+
 def test_get_again_with_the_dataset_in_place_downloads_nothing(server, tmp_path, monkeypatch, capsys):
     folder, url = server
     expected = {"tinyshakespeare/input.txt": b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50}
@@ -431,10 +442,15 @@ def test_prepare_music_from_a_mat_file(tmp_path, monkeypatch):
     rrn_data("prepare", "jsb_chorales", tmp_path / "JSB_Chorales.mat", f"root={root}")
     assert read_bytes_under(root, expected) == expected
 
-    from rrn_app.data.music import load_pieces
-    direct = load_pieces(tmp_path / "JSB_Chorales.mat")   # the loader reads the .mat itself too
+    from rrn_app.data.music import MusicDataModule, load_pieces
     converted = load_pieces(root / "polyphonic" / "jsb_chorales.pickle")
-    assert all(torch_equal(direct[split], converted[split]) for split in converted)
+    canonical_root = tmp_path / "canonical"   # the loader reads the .mat itself too, under its own name
+    (canonical_root / "polyphonic").mkdir(parents=True)
+    shutil.copy(tmp_path / "JSB_Chorales.mat", canonical_root / "polyphonic")
+    data = MusicDataModule(root=str(canonical_root), dataset="jsb_chorales")
+    assert data.path == canonical_root / "polyphonic" / "JSB_Chorales.mat"
+    data.setup()
+    assert all(torch_equal(data.pieces[split], converted[split]) for split in converted)
 
 
 def torch_equal(left, right) -> bool:

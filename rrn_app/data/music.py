@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from rrn_app import validation
 from rrn_app.data.batching import BucketBatchSampler
-from rrn_app.data.music_files import read_music_file
+from rrn_app.data.music_files import candidate_paths, read_music_file
 from rrn_app.data.locate import dataset_root
 from rrn_app.validation import MissingDataError, UserError
 
@@ -171,7 +171,9 @@ class MusicDataModule(L.LightningDataModule):
         self.eval_batch_size = validation.positive_int("eval_batch_size", eval_batch_size)
         self.tempo = validation.positive_float("tempo", tempo)
         self.num_workers, self.seed = num_workers, seed
-        self.path = dataset_path(dataset_root(root, dataset), dataset)  # data.root's, else the embedded copy (JSB)
+        present = [path for path in candidate_paths(root, dataset) if path.is_file()]
+        # data.root's pickle, else a canonical pickle or .mat there, else the embedded copy (JSB)
+        self.path = present[0] if present else dataset_path(dataset_root(root, dataset), dataset)
         self.pieces = None
 
     def setup(self, stage: str | None = None) -> None:
