@@ -3,7 +3,10 @@
 Reads `<root>/polyphonic/<dataset>.pickle`: a dict with 'train', 'valid' and 'test' lists of pieces, a piece
 a list of time steps, a step the sorted MIDI notes (21..108) sounding then, `[]` a rest. Each piece becomes
 an 88-key binary piano roll [frames, 88], column j the MIDI note 21 + j. The pickle loads in well under a
-second, so nothing is cached.
+second, so nothing is cached. Without rrn's pickle, the owner's files are read as they are: the canonical
+pickle (`JSB Chorales.pickle`, ...) or the `.mat` version (`JSB_Chorales.mat`, ...) in `<root>/polyphonic/`
+(see rrn_app.data.music_files). Pickles are read with a restricted unpickler: a file that tries to load
+anything but data is refused before it can run code.
 
 Training batches are windows (`windowed_batches`): pieces are grouped `batch_size` at a time (length-bucketed,
 shuffled per epoch), and each group is cut into consecutive windows of `window` frames; the model carries
