@@ -31,3 +31,22 @@ def log_png(logger, key: str, path: Path, step: int | None = None) -> bool:
         logger.experiment.add_image(key, imread(path)[..., :3], global_step=step or 0, dataformats="HWC")
         return True
     return False
+
+
+def confusion_matrix_picture(metric, labels: list[str], path: Path, logger=None, key: str | None = None,
+                             step: int | None = None) -> Path:
+    """A torchmetrics confusion matrix drawn with the class names (counts written in the cells up to 10 classes),
+    saved at `path` and sent to the logger under `key`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    side = min(4 + 0.35 * len(labels), 18)
+    figure, axes = plt.subplots(figsize=(side, side))
+    metric.plot(ax=axes, labels=labels, add_text=len(labels) <= 10)
+    axes.tick_params(axis="x", labelrotation=90 if len(labels) > 5 else 0)
+    path = save_figure(figure, path)
+    if key:
+        log_png(logger, key, path, step)
+    return path

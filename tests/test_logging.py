@@ -54,10 +54,11 @@ def test_offline_wandb_run_says_so_and_prints_no_noise(data_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_confusion_matrix_pictures_land_in_the_run_folder_with_csv(compose_config, data_root):
-    run_dir = train(compose_config("task=sst", f"data.root={data_root}", *TINY, "logger=csv"))
+@pytest.mark.parametrize("task, name", [("sst", "confusion_matrix"), ("atis", "intent_confusion_matrix")])
+def test_confusion_matrix_pictures_land_in_the_run_folder_with_csv(compose_config, data_root, task, name):
+    run_dir = train(compose_config(f"task={task}", f"data.root={data_root}", *TINY, "logger=csv"))
     for stage in ("val", "test"):
-        picture = run_dir / "figures" / f"{stage}_confusion_matrix.png"
+        picture = run_dir / "figures" / f"{stage}_{name}.png"
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
 
 

@@ -102,14 +102,11 @@ class SequenceClassifier(L.LightningModule):
         (validation: the latest epoch's, at the end the best checkpoint's), also to a logger that takes pictures."""
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
-        import matplotlib
+        from rrn_app.figures import confusion_matrix_picture
 
-        matplotlib.use("Agg")
-        from rrn_app.figures import log_png, save_figure
-
-        figure, _ = self.confusion[stage].plot(labels=class_names(self.hparams.num_classes))
-        path = save_figure(figure, Path(self.trainer.default_root_dir) / "figures" / f"{stage}_confusion_matrix.png")
-        log_png(self.logger, f"{stage}/confusion_matrix", path, step=self.trainer.global_step)
+        confusion_matrix_picture(self.confusion[stage], class_names(self.hparams.num_classes),
+                                 Path(self.trainer.default_root_dir) / "figures" / f"{stage}_confusion_matrix.png",
+                                 self.logger, f"{stage}/confusion_matrix", self.trainer.global_step)
 
     def validation_step(self, batch, batch_index):
         self._evaluate(batch, "val")

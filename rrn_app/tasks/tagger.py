@@ -10,7 +10,8 @@ and sentence accuracy (all tags and the intent right), under `val/` and `test/`.
 directory's `test_predictions.txt` in CoNLL format (`token gold predicted` per token, a blank line between
 utterances, in the order of the test files; `conlleval.pl < test_predictions.txt` reproduces the slot scores)
 and `test_intent_predictions.txt` (`gold predicted` per utterance). Under DDP each rank's predictions are
-gathered on rank zero first.
+gathered on rank zero first. The intents' confusion matrix, with their names, is drawn in the run directory's
+`figures/` (and sent to W&B or TensorBoard when that is the logger).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import lightning as L
 import torch
 import torchmetrics
 from torch import nn
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rrn_app import validation
 from rrn_app.cells import get_cell
@@ -68,6 +70,8 @@ class JointSlotIntentTagger(L.LightningModule):
         self.scores = nn.ModuleDict({stage: SlotIntentScores() for stage in ("val", "test")})
         self.slot_losses = nn.ModuleDict({stage: torchmetrics.MeanMetric() for stage in ("val", "test")})
         self.intent_losses = nn.ModuleDict({stage: torchmetrics.MeanMetric() for stage in ("val", "test")})
+        self.intent_confusion = nn.ModuleDict({stage: MulticlassConfusionMatrix(len(self.intent_labels))
+                                               for stage in ("val", "test")}) if intent_weight > 0 else None
         self.test_predictions: list = []
         self.predictions_path: Path | None = None
 
@@ -121,6 +125,7 @@ class JointSlotIntentTagger(L.LightningModule):
         predicted_tags = [[self.slot_labels[i] for i in row[:n]] for row, n in zip(predicted, lengths)]
         gold_intents = predicted_intents = None
         if intent_logits is not None:
+            self.intent_confusion[stage].update(intent_logits.argmax(-1), batch["intent"])
             gold_intents = [self.intent_labels[i] for i in batch["intent"].tolist()]
             predicted_intents = [self.intent_labels[i] for i in intent_logits.argmax(-1).tolist()]
         self.scores[stage].update(gold_tags, predicted_tags, gold_intents, predicted_intents)
@@ -141,8 +146,23 @@ class JointSlotIntentTagger(L.LightningModule):
             loss = loss + self.hparams.intent_weight * intent_loss
         values[f"{stage}/loss"] = loss
         self.log_dict(values, prog_bar=stage == "val")
+        if self.intent_confusion is not None:
+            self._intent_confusion_figure(stage)
+            self.intent_confusion[stage].reset()
         for metric in (self.scores[stage], self.slot_losses[stage], self.intent_losses[stage]):
             metric.reset()
+
+    def _intent_confusion_figure(self, stage: str):
+        """The intents' confusion matrix with their names, `<run dir>/figures/<stage>_intent_confusion_matrix.png`
+        (validation: the latest epoch's, at the end the best checkpoint's), also to a logger that takes pictures."""
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        from rrn_app.figures import confusion_matrix_picture
+
+        folder = Path(self.trainer.default_root_dir) / "figures"
+        confusion_matrix_picture(self.intent_confusion[stage], self.intent_labels,
+                                 folder / f"{stage}_intent_confusion_matrix.png", self.logger,
+                                 f"{stage}/intent_confusion_matrix", self.trainer.global_step)
 
     def validation_step(self, batch, batch_index):
         self._evaluate(batch, "val")
