@@ -42,13 +42,12 @@ def _key_columns(report: TaskReport) -> list[str]:
 
 def _our_cells(report: TaskReport, row: Row, index: int, bold) -> list[str]:
     label = report.cells(row) or ["all runs"]
-    if row.is_baseline:
-        label[0] = f"{label[0]} (baseline)"
     cells = []
     for metric in report.metrics:
         text = fmt.summary(row.summaries[metric.name], metric)
         cells.append(bold(text) if text and index in report.best.get(metric.name, ()) else text)
-    return [f"ours G{index + 1}", *label, str(len(row.group.runs)), *cells]
+    source = f"ours G{index + 1}" + (" (baseline)" if row.is_baseline else "")
+    return [source, *label, str(len(row.group.runs)), *cells]
 
 
 def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
@@ -98,7 +97,14 @@ def _footnotes(report: TaskReport) -> list[str]:
 
 def terminal(reports: list[TaskReport], failed: list[Run], console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    def bold(text: str) -> str:
+        return f"[bold]{escape(text)}[/bold]"
+
+    def plain(cells: list[str]) -> list[str]:  # settings such as [0.9, 0.05, 0.05] are text, not rich markup
+        return [cell if cell.startswith("[bold]") else escape(cell) for cell in cells]
 
     if console is None:
         console = Console()
@@ -110,9 +116,9 @@ def terminal(reports: list[TaskReport], failed: list[Run], console=None) -> None
         for column in ["source", *_key_columns(report), "n", *[m.label for m in report.metrics]]:
             table.add_column(column, overflow="fold")
         for index, row in enumerate(report.rows):
-            table.add_row(*_our_cells(report, row, index, lambda text: f"[bold]{text}[/bold]"))
+            table.add_row(*plain(_our_cells(report, row, index, bold)))
         for index, entry in enumerate(report.published, 1):
-            table.add_row(*_published_cells(report, index, entry), style="dim italic")
+            table.add_row(*plain(_published_cells(report, index, entry)), style="dim italic")
         console.print(table)
         comparisons = _comparison_rows(report)
         if comparisons:
@@ -121,16 +127,16 @@ def terminal(reports: list[TaskReport], failed: list[Run], console=None) -> None
             for column in ["group", "baseline", *[f"Δ {m.label}" for m in report.metrics]]:
                 compare.add_column(column, overflow="fold")
             for cells in comparisons:
-                compare.add_row(*cells)
+                compare.add_row(*plain(cells))
             console.print(compare)
         for note in _footnotes(report):
-            console.print(f"[dim]{note}[/dim]", highlight=False)
+            console.print(f"[dim]{escape(note)}[/dim]", highlight=False)
     if failed:
         table = Table(title="not averaged: unfinished or failed runs", title_justify="left")
         for column in ("run", "task", "cell", "status", "why"):
             table.add_column(column, overflow="fold")
         for run in failed:
-            table.add_row(shown_path(run.path), run.task, run.cell, run.status, run.reason)
+            table.add_row(*plain([shown_path(run.path), run.task, run.cell, run.status, run.reason]))
         console.print(table)
 
 
