@@ -146,9 +146,11 @@ def preflight(argv: list[str], check_job: Callable | None = None) -> list[str]:
     """
     from hydra._internal.utils import get_args_parser
 
+    if "--version" in argv:
+        return argv  # Hydra answers it
     try:
         arguments, _ = get_args_parser().parse_known_args(argv)
-    except SystemExit:  # --version, or a flag Hydra does not know: Hydra answers it
+    except SystemExit:  # a flag Hydra's parser refuses: Hydra reports it
         return argv
     overrides = [rewrite_deprecated(override) for override in arguments.overrides]
     renamed = dict(zip(arguments.overrides, overrides))
