@@ -491,3 +491,15 @@ def test_prepare_from_an_unpacked_folder_and_a_wrong_file(tmp_path, monkeypatch)
         rrn_data("prepare", "sst", tmp_path / "other.zip", f"root={root}")
     assert not (root / "sst").exists()
     assert_no_leftovers(root)
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_prepare_from_a_truncated_archive_is_a_clear_error(kind, tmp_path):
+    members = {"trees/" + relative.split("/")[1]: content for relative, content in sst_sample().items()}
+    whole = tar_of(members) if kind == "tar.gz" else zip_of(members)
+    archive = tmp_path / f"trainDevTestTrees_PTB.{kind}"
+    archive.write_bytes(whole[: len(whole) // 2])
+    result = run_cli("rrn-data", "prepare", "sst", str(archive), f"root={tmp_path / 'data'}", timeout=120)
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"could not read the archive {archive}" in result.stderr and "Download it again" in result.stderr
+    assert not (tmp_path / "data").exists()

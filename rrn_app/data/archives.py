@@ -9,10 +9,12 @@ writes only the files of its own layout, under names it chooses.
 
 from __future__ import annotations
 
+import abc
 import posixpath
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,72 +50,74 @@ def check_link(archive: Path, name: str, target: str, hard: bool) -> None:
         raise _refuse(archive, name, f"link to {target!r}, outside the target folder")
 
 
-class Source:
+class Source(abc.ABC):
     """The regular files of an archive, a folder or one file, by relative posix name (see `open_source`)."""
 
     def __init__(self, path: Path):
         self.path = path
 
+    @abc.abstractmethod
     def names(self) -> list[str]:
-        raise NotImplementedError
+        """The regular files' names."""
 
+    @abc.abstractmethod
     def files(self, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
         """(name, content) of each regular file whose name `wanted` accepts, in archive order, read once."""
-        raise NotImplementedError
+
+
+_BROKEN = (tarfile.TarError, zipfile.BadZipFile, zlib.error, OSError, EOFError)   # a truncated or damaged archive
+
+
+def _unreadable(path: Path, error: Exception) -> UserError:
+    return UserError(f"could not read the archive {path} ({type(error).__name__}: {error}). Is the download "
+                     "complete? Download it again.")
 
 
 class TarSource(Source):
     def __init__(self, path: Path):
         super().__init__(path)
-        self._names = []
-        with self._open() as archive:
-            for member in archive:
-                name = check_name(path, member.name)
-                if member.issym() or member.islnk():
-                    check_link(path, member.name, member.linkname, hard=member.islnk())
-                elif not (member.isfile() or member.isdir()):
-                    raise _refuse(path, member.name, "a device, FIFO or other special file")
-                elif member.isfile():
-                    self._names.append(name)
-
-    def _open(self) -> tarfile.TarFile:
+        self._names: list[str] = []
         try:
-            return tarfile.open(self.path, "r:*")
-        except (tarfile.TarError, OSError, EOFError) as error:
-            raise UserError(f"could not read the archive {self.path}: {error}. Is the download complete?") from None
+            with tarfile.open(path, "r:*") as archive:
+                for member in archive:
+                    name = check_name(path, member.name)
+                    if member.issym() or member.islnk():
+                        check_link(path, member.name, member.linkname, hard=member.islnk())
+                    elif not (member.isfile() or member.isdir()):
+                        raise _refuse(path, member.name, "a device, FIFO or other special file")
+                    elif member.isfile():
+                        self._names.append(name)
+        except _BROKEN as error:
+            raise _unreadable(path, error) from None
 
     def names(self) -> list[str]:
         return list(self._names)
 
     def files(self, wanted):
         try:
-            with self._open() as archive:
+            with tarfile.open(self.path, "r:*") as archive:
                 for member in archive:
                     name = posixpath.normpath(member.name)
                     if member.isfile() and wanted(name):
                         yield name, archive.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as error:
-            raise UserError(f"could not read the archive {self.path}: {error}. Is the download complete?") from None
+        except _BROKEN as error:
+            raise _unreadable(self.path, error) from None
 
 
 class ZipSource(Source):
     def __init__(self, path: Path):
         super().__init__(path)
         self._names: list[str] = []
-        with self._open() as archive:
-            for info in archive.infolist():
-                name = check_name(path, info.filename)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    check_link(path, info.filename, archive.read(info).decode("utf-8", "replace"), hard=False)
-                elif not info.is_dir():
-                    self._names.append(name)
-
-    def _open(self) -> zipfile.ZipFile:
         try:
-            return zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise UserError(f"could not read the archive {self.path}: {error}. Is the download complete?") from None
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    name = check_name(path, info.filename)
+                    if stat.S_ISLNK(info.external_attr >> 16):
+                        check_link(path, info.filename, archive.read(info).decode("utf-8", "replace"), hard=False)
+                    elif not info.is_dir():
+                        self._names.append(name)
+        except _BROKEN as error:
+            raise _unreadable(path, error) from None
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -121,13 +125,13 @@ class ZipSource(Source):
     def files(self, wanted):
         regular = set(self._names)
         try:
-            with self._open() as archive:
+            with zipfile.ZipFile(self.path) as archive:
                 for info in archive.infolist():
                     name = posixpath.normpath(info.filename)
                     if name in regular and wanted(name):
                         yield name, archive.read(info)
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise UserError(f"could not read the archive {self.path}: {error}. Is the download complete?") from None
+        except _BROKEN as error:
+            raise _unreadable(self.path, error) from None
 
 
 class FolderSource(Source):
@@ -163,6 +167,9 @@ def open_source(path: str | Path) -> Source:
         raise UserError(f"file not found: {path}")
     if zipfile.is_zipfile(path):
         return ZipSource(path)
+    with open(path, "rb") as file:
+        if file.read(4) == b"PK\x03\x04":   # a zip's first member, but no directory at the end: cut short
+            raise _unreadable(path, zipfile.BadZipFile("the zip's central directory is missing"))
     if tarfile.is_tarfile(path):
         return TarSource(path)
     return FileSource(path)
