@@ -114,16 +114,17 @@ def finish_wandb(logger) -> str | None:
     """Close the W&B run; for an offline run, the line that says so and how to upload it."""
     from lightning.pytorch.loggers import WandbLogger
 
-    if not isinstance(logger, WandbLogger) or logger._experiment is None:
+    if not isinstance(logger, WandbLogger):
         return None
     import wandb
 
-    run = logger.experiment
-    offline, sync_dir = bool(getattr(run, "offline", False)), getattr(run, "sync_dir", None)
+    run = logger.experiment  # made by make_logger's log_hyperparams
+    offline, sync_dir = getattr(run, "offline", False), getattr(run, "sync_dir", None)
     wandb.finish()
-    if not offline or not sync_dir:
+    if offline is not True or not isinstance(sync_dir, str):
         return None
-    return f"W&B run saved offline (no W&B API key); upload it with: wandb sync {Path(sync_dir).resolve()}"
+    why = "WANDB_MODE=offline" if os.environ.get("WANDB_MODE") in ("offline", "dryrun") else "no W&B API key"
+    return f"W&B run saved offline ({why}); upload it with: wandb sync {Path(sync_dir).resolve()}"
 
 
 def wandb_key_configured() -> bool:
@@ -289,8 +290,8 @@ def train(cfg) -> Path:
         }
         write_results(run_dir, results)
         print_summary(results)
-    offline_line = finish_wandb(trainer.logger)
-    if offline_line and trainer.is_global_zero:
+    offline_line = finish_wandb(trainer.logger) if trainer.is_global_zero else None
+    if offline_line:
         print(offline_line)
     if resumed is not None and trainer.is_global_zero:
         fold_into_resumed_run(hydra_dir, run_dir)
