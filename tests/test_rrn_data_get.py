@@ -37,7 +37,8 @@ SAMPLE_LINES = {"train": 40, "dev": 12, "test": 15}   # SST trees per split in t
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; /cut/<file> sends the full Content-Length but closes halfway; /redirect/ points elsewhere."""
+    """Serves a folder; /cut/<file> sends the full Content-Length but closes halfway; /endless/ sends 200 kB
+    with no length; /redirect/ points elsewhere."""
 
     def log_message(self, *arguments):
         pass
@@ -48,6 +49,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Location", "http://example.com/trainDevTestTrees_PTB.zip")
             self.send_header("Content-Length", "0")
             self.end_headers()
+            return
+        if self.path.startswith("/endless/"):   # no Content-Length: the body ends when the connection closes
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"z" * 200_000)
+            self.close_connection = True
             return
         if self.path.startswith("/cut/"):
             content = (Path(self.directory) / self.path[len("/cut/"):]).read_bytes()
@@ -391,6 +398,14 @@ def test_an_interrupted_download_leaves_no_dataset_and_says_how_to_retry(server,
     assert f"rrn-data get tinyshakespeare root={root} mirror={url}cut/` again to retry" in message
     assert not root.exists()   # made for the download, removed with it
     assert_no_leftovers(root)
+
+
+def test_more_bytes_than_the_known_size_are_refused(server, tmp_path, monkeypatch):
+    _, url = server
+    monkeypatch.setattr(download, "KNOWN_ARCHIVES", {"trainDevTestTrees_PTB.zip": download.Known(50_000, "0" * 64)})
+    with pytest.raises(UserError, match=r"sent more than the 50,000 bytes expected; refusing it"):
+        download.get("sst", tmp_path / "data", mirror=url + "endless/")
+    assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("mirror", ["http://example.com/data/", "ftp://127.0.0.1/data/", "file:///etc/"])

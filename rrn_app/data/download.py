@@ -28,6 +28,7 @@ from rrn_app.data.catalog import Dataset, get_dataset
 from rrn_app.validation import UserError
 
 TIMEOUT_S = 30.0   # per connection attempt and per read: a silent server fails within this
+MAX_BYTES = 2_000_000_000   # no canonical file is larger (glove.6B.zip: 822 MB); a server sending more is refused
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 ATIS_FILES = tuple(f"{split}/{name}" for split in ("train", "valid", "test") for name in ("seq.in", "seq.out", "label"))
 
@@ -115,12 +116,16 @@ def fetch(url: str, destination: Path, known: Known | None, retry: str) -> None:
             if known is not None and total is not None and total != known.size:
                 raise DownloadError(f"{url} is {total:,} bytes, not the canonical {known.size:,}; refusing it "
                                     f"(nothing was written). {retry}")
+            limit = known.size if known is not None else (total if total is not None else MAX_BYTES)
             progress, task = _progress(total, destination.name)
             with progress:
                 while block := response.read(1 << 16):
+                    received += len(block)
+                    if received > limit:
+                        raise DownloadError(f"{url} sent more than the {limit:,} bytes expected; refusing it "
+                                            f"(nothing was written). {retry}")
                     out.write(block)
                     digest.update(block)
-                    received += len(block)
                     progress.update(task, advance=len(block))
     except DownloadError:
         raise
