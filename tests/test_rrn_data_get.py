@@ -29,6 +29,7 @@ import pytest
 import scipy.io
 
 from conftest import FIXTURES, FULL_DATA, NEEDS_FULL_DATA, run_cli
+from rrn_app import safe_pickle
 from rrn_app.data import cli, download, prepare
 from rrn_app.data.catalog import embedded_path, get_dataset
 from rrn_app.validation import UserError
@@ -164,8 +165,8 @@ def ptb_archive(root: Path) -> dict[str, bytes]:
 
 def jsb_sample() -> dict:
     """The first chorales of each split of the embedded JSB Chorales, as rrn's pickle holds them."""
-    with gzip.open(embedded_path("jsb_chorales", "polyphonic/jsb_chorales.pickle"), "rb") as file:
-        full = pickle.load(file)   # the package's own file
+    packed = embedded_path("jsb_chorales", "polyphonic/jsb_chorales.pickle")
+    full = safe_pickle.loads(gzip.decompress(packed.read_bytes()), packed)
     return {split: full[split][:count] for split, count in (("train", 6), ("valid", 3), ("test", 3))}
 
 
