@@ -17,6 +17,7 @@ import io
 import json
 import pickle
 import shutil
+import socket
 import tarfile
 import threading
 import time
@@ -423,6 +424,21 @@ def test_a_redirect_to_plain_http_elsewhere_is_refused(server, tmp_path):
     with pytest.raises(UserError, match=r"redirect target must be https://"):
         download.get("sst", tmp_path / "data", mirror=url + "redirect/")
     assert_no_leftovers(tmp_path / "data")
+
+
+def test_a_server_that_never_answers_times_out(tmp_path, monkeypatch):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)   # the kernel accepts the connection; nothing ever answers
+    monkeypatch.setattr(download, "TIMEOUT_S", 1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UserError, match=r"could not download .*timed out.*again to retry"):
+            download.get("tinyshakespeare", tmp_path / "data", mirror=f"http://127.0.0.1:{silent.getsockname()[1]}/")
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "data").exists()
 
 
 def test_an_unreachable_host_fails_fast_with_one_line(tmp_path):
