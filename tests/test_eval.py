@@ -47,6 +47,16 @@ def test_help_and_bad_arguments_are_one_line(tmp_path):
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
     result = run_cli("rrn-eval", f"ckpt={tmp_path / 'notes.ckpt'}")
     assert result.returncode == 2 and "could not read checkpoint" in result.stderr and result.stderr.count("\n") == 1
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.ckpt")
+    result = run_cli("rrn-eval", f"ckpt={tmp_path / 'plain.ckpt'}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "is not a Lightning checkpoint (no state_dict in it)" in result.stderr
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}}, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    result = run_cli("rrn-eval", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}")
+    assert result.returncode == 2 and f"{tmp_path / 'run' / '.hydra' / 'config.yaml'} not found" in result.stderr
 
 
 @pytest.mark.slow
