@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rrn_app.config import (check_group_choices, check_options, choices, config_dir, config_groups, node_class,
                             parse_overrides)
+from rrn_app.launchers import check_plugins
 from rrn_app.validation import UserError, constructor_parameters, unknown_option
 
 # old key -> new key; the old one still works, with a one-line note
@@ -159,6 +160,7 @@ def preflight(argv: list[str], check_job: Callable | None = None) -> list[str]:
         argv.append("--resolve")  # show the values a run will use, not `${data.root}` (Hydra's own settings
         # under --cfg hydra/all name run-time values such as the job's number, so those stay as written)
     check_group_choices(overrides)
+    check_plugins(overrides)  # hydra/launcher=joblib, hparams_search=... without their plugins: `rrn[sweep]`
     if (arguments.help or arguments.hydra_help or arguments.cfg or arguments.shell_completion
             or getattr(arguments, "info", None) or arguments.config_path or getattr(arguments, "experimental_rerun", None)):
         return argv

@@ -97,6 +97,9 @@ def make_logger(logger_config, run_dir: Path, config_dict: dict):
         if options.get("offline", "auto") == "auto":
             options["offline"] = not wandb_key_configured()
         os.environ.setdefault("WANDB_SILENT", "true")
+        for key, value in wandb_sweep_labels().items():  # a multirun's jobs: one group, their overrides as tags
+            if options.get(key) is None:
+                options[key] = value
     if target.endswith("CSVLogger") and options.get("version") in ("", None):
         folder = Path(options["save_dir"]) / options.get("name", "lightning_logs")
         number = 0
@@ -108,6 +111,22 @@ def make_logger(logger_config, run_dir: Path, config_dict: dict):
         drop_wandb_anonymous(logger)
     logger.log_hyperparams(config_dict)  # the whole resolved config, beside the model's own hyper-parameters
     return logger
+
+
+def wandb_sweep_labels() -> dict:
+    """W&B's `group` and `tags` for a job of a multirun: the multirun folder's name (shared by its jobs) and the
+    job's overrides (`cell=res_lstm`, `seed=2`; not those that only say where or how it ran, as in its folder
+    name), each cut to W&B's 64 characters. Empty outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rrn_app.command_line import sweep_dir_of_this_job
+
+    sweep_dir = sweep_dir_of_this_job()
+    if sweep_dir is None:
+        return {}
+    excluded = set(HydraConfig.get().job.config.override_dirname.exclude_keys)
+    tags = [override[:64] for override in task_overrides() if override.lstrip("+~").partition("=")[0] not in excluded]
+    return {"group": sweep_dir.name, "tags": tags}
 
 
 def finish_wandb(logger) -> str | None:
@@ -225,11 +244,15 @@ def train(cfg) -> Path:
     import torch
 
     from rrn_app.callbacks import Throughput, ValidationHistory, build_callbacks, find
+    from rrn_app.launchers import default_threads
     from rrn_app.noise import quiet
 
     quiet()  # Lightning's LitLogger tip and its treespec deprecation warning (rrn_app/noise.py)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    threads = default_threads(cfg.threads)  # threads=null in a joblib multirun: cores // n_jobs (rrn_app/launchers.py)
+    if threads:
+        torch.set_num_threads(threads)
+        with open_dict(cfg):
+            cfg.threads = torch.get_num_threads()  # results.json records the threads the job ran with
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     hydra_dir, resumed = Path(cfg.run_dir), resumed_run_dir(cfg)
     if resumed is not None:
@@ -265,7 +288,8 @@ def train(cfg) -> Path:
     best = (checkpoint.best_model_path or None) if checkpoint else None
     last = (getattr(checkpoint, "last_model_path", "") or None) if checkpoint else None
     metrics = {}
-    for evaluate in (trainer.validate, trainer.test):
+    # a hyper-parameter search (conf/hparams_search/) sets test_after_fit: false: it never sees test metrics
+    for evaluate in (trainer.validate, trainer.test) if cfg.get("test_after_fit", True) else (trainer.validate,):
         for result in evaluate(model, datamodule=datamodule, ckpt_path=best, verbose=False):
             metrics.update(result)
     throughput = find(trainer.callbacks, Throughput)
