@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from collections import Counter
 from itertools import chain
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rrn_app.validation import MissingDataError, UserError
@@ -77,27 +79,43 @@ def load_vectors(path: str | Path, vocabulary: Vocabulary, dim: int, seed: int =
     generator = torch.Generator().manual_seed(seed)
     matrix = torch.empty(len(vocabulary), dim).uniform_(-0.05, 0.05, generator=generator)
     matrix[0] = 0.0
-    found = 0
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                word, _, rest = line.rstrip("\n").partition(" ")
-                index = vocabulary.stoi.get(word)
-                if index is None:
-                    continue
-                values = rest.split(" ")
-                if len(values) != dim:
-                    raise UserError(
-                        f"{path} line {number}: {len(values)} numbers for {word!r}, but the embedding "
-                        f"dimension is {dim}. Set the embedding_dim option to the file's dimension."
-                    )
-                matrix[index] = torch.tensor([float(v) for v in values])
-                found += 1
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as error:
-        if isinstance(error, UserError):
-            raise
+        with opener(path, "rt", encoding="utf-8") as file:
+            lines = file.read().split("\n")
+    except (OSError, EOFError, UnicodeDecodeError) as error:
         raise UserError(f"could not read word vectors from {path}: {error}. Is the file complete?") from error
+    numbers, indices, rows = [], [], []  # the file's lines with a vocabulary word: all their numbers parsed at once
+    for number, line in enumerate(lines, 1):
+        word, _, rest = line.partition(" ")
+        index = vocabulary.stoi.get(word)
+        if index is not None:
+            numbers.append(number), indices.append(index), rows.append(rest)
+    values = np.zeros(0)
+    if rows:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # numpy's "could not be read to its end"
+            try:
+                values = np.fromstring(" ".join(rows), dtype=np.float64, sep=" ")
+            except ValueError:
+                pass
+    if values.size != len(rows) * dim:  # a row of another length, or not numbers: name the first
+        for number, rest in zip(numbers, rows):
+            word, parts = lines[number - 1].partition(" ")[0], rest.split(" ")
+            if len(parts) != dim:
+                raise UserError(
+                    f"{path} line {number}: {len(parts)} numbers for {word!r}, but the embedding "
+                    f"dimension is {dim}. Set the embedding_dim option to the file's dimension."
+                )
+            try:
+                [float(v) for v in parts]
+            except ValueError as error:
+                raise UserError(f"could not read word vectors from {path}: {error}. Is the file complete?") from None
+        raise UserError(f"could not read word vectors from {path}: its numbers do not parse. Is the file complete?")
+    last = {index: position for position, index in enumerate(indices)}  # a word listed twice: its last line
+    matrix[torch.tensor(list(last), dtype=torch.long)] = torch.from_numpy(
+        values.reshape(-1, dim)[list(last.values())].astype(np.float32))
+    found = len(rows)
     return matrix, found
 
 
