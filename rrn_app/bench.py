@@ -4,6 +4,7 @@
     rrn-bench cells=res_lstm cell.num_layers=12 res_lstm.keep_prob=1.0,0.75 hidden=128 repeats=20
     rrn-bench cells=res_rnn scaling=length batch=16 hidden=256         # tokens/s for length 100 .. 2000
     rrn-bench cells=res_rnn scaling=hidden                               # tokens/s for hidden 64 .. 1024
+    rrn-bench mode=data                  # each task's time to first batch, cold and warm (rrn-bench mode=data --help)
 
 Every `key=value`; a comma list makes a grid. For each configuration (threads x batch x length x input x hidden
 x cell options) every model — the cells asked for, `nn.LSTM` and `nn.GRU` — is built with the same seed and
@@ -29,6 +30,8 @@ Options:
                          nn.LSTM/nn.GRU too); <cell>.<option>=... for that cell only; lists are variants
   backend=cpp,python,step   the fast-path backend of res_rnn/gres_rnn (fast.py) to time; default: the default
   mode=train,infer       what to time (default both);  warmup=3  repeats=10
+  mode=data              the data instead: time to first batch and loading per batch of every task (its own
+                         options: rrn-bench mode=data --help; rrn_app/bench_data.py)
   memory=true|false      measure peak memory (default true);  device=cpu|cuda;  dtype=float32|float64
   scaling=length|hidden  set length to 100,250,500,1000,2000 or hidden to 64,128,256,512,1024 and add a table
                          of tokens/s against it
@@ -166,7 +169,7 @@ def parse_arguments(argv: list[str]) -> Settings:
                              (("warmup", 0), ("repeats", 1), ("seed", 0)))
     modes = [mode.strip() for mode in values["mode"].split(",") if mode.strip()]
     if not modes or set(modes) - {"train", "infer"}:
-        raise BenchError(f"mode={values['mode']!r}: train, infer or train,infer")
+        raise BenchError(f"mode={values['mode']!r}: train, infer or train,infer (or data, on its own)")
     device = values["device"].strip()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError("device=cuda but torch sees no CUDA device")
@@ -486,6 +489,7 @@ def run(settings: Settings, log=print) -> dict:
     configs = list(itertools.product(settings.threads, settings.batch, settings.length, settings.input,
                                      settings.hidden))
     memory_done: dict[tuple, dict] = {}
+    floor = column_floor(settings, groups)
     for threads, batch, length, input_size, hidden in configs:
         torch.set_num_threads(threads)
         for group in groups:
@@ -535,8 +539,9 @@ def run(settings: Settings, log=print) -> dict:
                                          f"the machine is busy or the run too short; repeat it")
                 group_rows.append(row)
                 model.module = None
-            log(format_rows(group_rows, settings.modes, header=not rows)
-                + f"\n{'':4}(other processes used {config['others_cpu']} CPUs, load average {config['loadavg']})")
+            log(format_rows(group_rows, settings.modes, header=not rows, floor=floor)
+                + f"\n{'':4}(other processes used {'?' if others is None else config['others_cpu']} CPUs, load average "
+                f"{config['loadavg']})")
             rows += group_rows
     finished = dict(time=time.strftime("%Y-%m-%d %H:%M:%S %Z"), loadavg=list(os.getloadavg()))
     for warning in warnings_:
@@ -574,15 +579,26 @@ def headers(modes: list[str]) -> list[str]:
     return result
 
 
-def format_rows(rows: list[dict], modes: list[str], header: bool = True) -> str:
-    table = ([headers(modes)] if header else []) + [row_cells(row, modes) for row in rows]
-    widths = [max(len(h), 10 if i >= len(COLUMNS) else 0) for i, h in enumerate(headers(modes))]
-    widths[5] = max(widths[5], 14, *(len(r["cell"]) for r in rows))
-    widths[6] = max(widths[6], 10, *(len(r["path"]) for r in rows))
-    lines = []
-    for cells in table:
-        lines.append("  ".join(c.ljust(w) if i in (5, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
-    return "\n".join(lines)
+def format_rows(rows: list[dict], modes: list[str], header: bool = True, floor: list[int] | None = None) -> str:
+    """The terminal table: each column as wide as its widest entry, header included, and at least `floor`
+    (`run` prints one group of rows at a time, under the header of the first: its floor, from every value the
+    settings can give, keeps their columns in line). Names left-aligned, numbers right-aligned."""
+    names = headers(modes)
+    table = [row_cells(row, modes) for row in rows]
+    floor = floor or [0] * len(names)
+    widths = [max(len(name), floor[i], *(len(cells[i]) for cells in table)) for i, name in enumerate(names)]
+    lines = ([names] if header else []) + table
+    return "\n".join("  ".join(cell.ljust(width) if i in (5, 6) else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(cells, widths))).rstrip() for cells in lines)
+
+
+def column_floor(settings: Settings, groups: list[list[Model]]) -> list[int]:
+    """Widths every group's rows fit: the settings' sizes and threads, the models' labels, the longest path name,
+    13 characters of tokens/s ("1,234,567,890"), a spread ("1000%"), a ratio ("12.34x") and MiB ("12345.6")."""
+    sizes = [settings.threads, settings.batch, settings.length, settings.input, settings.hidden]
+    floor = [max(len(str(value)) for value in values) for values in sizes]
+    floor += [max(14, *(len(model.label) for group in groups for model in group)), len("python/autograd")]
+    return floor + [13, 5, 6, 7] * len(settings.modes)
 
 
 def markdown(report: dict) -> str:
@@ -637,6 +653,10 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["--probe-memory"]:
         print(json.dumps(probe_memory(json.loads(argv[1]))))
         return
+    if "mode=data" in argv:
+        from rrn_app import bench_data
+
+        return bench_data.main(argv)
     try:
         settings = parse_arguments(argv)
         report = run(settings)
