@@ -4,6 +4,9 @@ PATH: run folders, multirun folders, any folder above them (e.g. runs/ or result
 baseline: the group every other group is compared with (default cell=lstm; any dotted config key works, e.g.
 baseline=cell.hidden_size=80); metrics: the metrics to show instead of each task's headline ones; out: where
 report.md, report.csv and the pictures go (default: <first PATH>/report).
+
+`rrn-report keep PATH... to=DIR` copies the finished runs' results.json into DIR (e.g. results/<suite>/, kept
+in git), with this machine's paths taken out; `rrn-report DIR` then reports them as it did the originals.
 """
 
 from __future__ import annotations
@@ -83,6 +86,11 @@ def main() -> None:
         print(__doc__.strip())
         return
     try:
+        if arguments and arguments[0] == "keep":
+            from rrn_app.report.keep import keep
+
+            keep(arguments[1:])
+            return
         run(arguments)
     except UserError as error:
         print(f"rrn-report: error: {error}", file=sys.stderr)
