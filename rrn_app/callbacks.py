@@ -91,6 +91,18 @@ class ValidationHistory(L.Callback):
             self.history = state_dict.get("history", {"epoch": []})
 
 
+class ConfigInCheckpoint(L.Callback):
+    """Writes the run's composed config (interpolations kept, so `data.root=` still reaches every path) into
+    each checkpoint as `checkpoint["rrn_config"]`: rrn-eval rebuilds the data and model from it when the
+    checkpoint has left its run folder."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        checkpoint["rrn_config"] = self.config
+
+
 def build_callbacks(callbacks_config, *, has_logger: bool, progress_bar: bool) -> list[L.Callback]:
     """The `callbacks` config group, instantiated by Hydra in its order: a list of callbacks.
 

@@ -1,7 +1,8 @@
 """`rrn-eval ckpt=<path> [split=test|validation] [key=value ...]`: evaluate a checkpoint of rrn-train on one split.
 
 The data module and the model are rebuilt from the run's own config, `<run>/.hydra/config.yaml` (the run being
-the folder that holds `checkpoints/`), with the key=value pairs given here on top: `data.root=<folder>` where
+the folder that holds `checkpoints/`; for a checkpoint moved out of its run, the copy of that config inside the
+checkpoint), with the key=value pairs given here on top: `data.root=<folder>` where
 the data lives now, `threads=1`, `trainer.accelerator=cpu`, `task.data.batch_size=64`, ... The weights and the
 data module's state (the vocabulary, checked) come from the checkpoint; it runs on one device.
 
@@ -66,17 +67,21 @@ def leaf_keys(config: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def run_config(run: Path, overrides: dict[str, str]):
-    """The run's composed config with `run_dir` set to the run and the given overrides applied."""
+def run_config(run: Path, checkpoint: dict, overrides: dict[str, str]):
+    """The run's composed config (`<run>/.hydra/config.yaml`, else the copy rrn-train keeps in the checkpoint),
+    with `run_dir` set to the run and the given overrides applied."""
     import yaml
     from omegaconf import OmegaConf
 
     path = run / ".hydra" / "config.yaml"
-    if not path.is_file():
+    if path.is_file():
+        cfg = OmegaConf.load(path)
+    elif isinstance(checkpoint.get("rrn_config"), dict):
+        cfg, path = OmegaConf.create(checkpoint["rrn_config"]), "the checkpoint's config"
+    else:
         raise UserError(f"{path} not found: rrn-eval rebuilds the data and model from the config rrn-train saved "
                         "in the run folder around the checkpoint (<run>/checkpoints/<name>.ckpt); keep the "
                         "checkpoint inside its run folder.")
-    cfg = OmegaConf.load(path)
     cfg.run_dir = str(run)  # was ${hydra:runtime.output_dir}
     known = leaf_keys(OmegaConf.to_container(cfg, resolve=False))
     for key, value in overrides.items():
@@ -128,7 +133,7 @@ def evaluate(arguments: list[str]) -> Path:
         raise UserError(f"split={split!r} is not allowed: must be one of {', '.join(SPLITS)}.{hint}")
     checkpoint = read_lightning_checkpoint(path)
     run = run_folder(path)
-    cfg = run_config(run, options)
+    cfg = run_config(run, checkpoint, options)
     out = unused_path(run, split)
 
     import lightning as L

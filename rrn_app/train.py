@@ -243,7 +243,7 @@ def train(cfg) -> Path:
     import lightning as L
     import torch
 
-    from rrn_app.callbacks import Throughput, ValidationHistory, build_callbacks, find
+    from rrn_app.callbacks import ConfigInCheckpoint, Throughput, ValidationHistory, build_callbacks, find
     from rrn_app.launchers import default_threads
     from rrn_app.noise import quiet
 
@@ -275,7 +275,8 @@ def train(cfg) -> Path:
     if trainer_options.get("strategy") == "ddp" and cfg.cell.get("keep_prob", 1.0) < 1.0:
         trainer_options["strategy"] = "ddp_find_unused_parameters_true"  # a dropped layer gets no gradient
     logger = make_logger(logger_config, run_dir, config_dict)
-    trainer = L.Trainer(**trainer_options, logger=logger, callbacks=[*callbacks, history], default_root_dir=run_dir)
+    own = [history, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=False))]  # results.json's, rrn-eval's
+    trainer = L.Trainer(**trainer_options, logger=logger, callbacks=[*callbacks, *own], default_root_dir=run_dir)
 
     checkpoints = (run_dir / "checkpoints").resolve()
     resuming_here = bool(cfg.ckpt_path) and Path(str(cfg.ckpt_path)).resolve().parent == checkpoints

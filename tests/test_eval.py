@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,19 @@ def test_eval_errors_name_the_key_or_the_split(trained):
     assert result.returncode == 2 and "split='tset' is not allowed: must be one of test, validation" in result.stderr
     result = run_cli("rrn-eval", f"ckpt={best}", "trainer.limit_test_batchs=1")
     assert result.returncode == 2 and "Did you mean trainer.limit_test_batches=?" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_checkpoint_moved_out_of_its_run_uses_the_config_inside_it(trained, data_root, tmp_path):
+    best = Path(json.loads((trained / "results.json").read_text())["best_checkpoint"])
+    loose = tmp_path / "copied.ckpt"
+    shutil.copy(best, loose)
+    result = run_cli("rrn-eval", f"ckpt={loose}", "threads=1", f"data.root={data_root}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = Path(result.stdout.strip().splitlines()[-1])
+    assert written == tmp_path / "eval-test.json"
+    original = json.loads((trained / "eval-test.json").read_text())
+    assert json.loads(written.read_text())["metrics"] == pytest.approx(original["metrics"])
 
 
 @pytest.mark.slow
