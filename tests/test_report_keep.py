@@ -32,13 +32,13 @@ def test_keep_takes_out_paths_skips_unfinished_and_never_overwrites(tmp_path):
     assert copy["config"]["task"]["data"]["vectors"] == "<data.root>/glove/g.txt.gz"
     assert copy["best_checkpoint"] == "<run>/checkpoints/best-epoch01.ckpt"
     assert copy["metrics"] == {"test/acc": 0.4 + 1 / 100}
+    report = run_cli("rrn-report", str(kept), f"out={tmp_path / 'report'}")
+    assert report.returncode == 0, report.stderr
+    assert "2 runs" in report.stdout
     (kept / "1_seed=2" / "results.json").write_text("{}")  # a kept copy is never replaced
     again = run_cli("rrn-report", "keep", str(runs), f"to={kept}")
     assert again.returncode == 0 and "kept 0 run(s)" in again.stdout
     assert (kept / "1_seed=2" / "results.json").read_text() == "{}"
-    report = run_cli("rrn-report", str(kept), f"out={tmp_path / 'report'}")
-    assert report.returncode == 0, report.stderr
-    assert "2 runs" in report.stdout
 
 
 def test_keep_without_destination_is_a_one_line_error(tmp_path):
