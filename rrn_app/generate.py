@@ -1,5 +1,5 @@
-"""`rrn-generate ckpt=<path> [length=500 temperature=1.0 top_k=null seed=0 prime="..." out=<dir>]`: sample from a
-generative task's checkpoint (char_lm, music).
+"""`rrn-generate ckpt=<path> [length=500 temperature=1.0 top_k=null seed=0 prime="..." threads=1 out=<dir>]`: sample
+from a generative task's checkpoint (char_lm, music). `rrn-generate --help` lists the options.
 
 The checkpoint names its LightningModule class (`checkpoint["rrn_module"]`, written by the module's
 `on_save_checkpoint`); that class is loaded on the CPU and its `generate_files(out_dir, options)` writes the
@@ -8,6 +8,10 @@ task's own keys: a class lists those, with their defaults, in `GENERATE_OPTIONS`
 defaults of the common ones). Values are typed as YAML (null, 0.8, 200, false), except prime and options whose
 default is text, which are taken as written. The default out dir is `<run dir>/samples/`, the run dir being the checkpoint
 folder's parent.
+
+Sampling runs under `torch.inference_mode()` with `threads` torch threads, default 1: sampling is one small step
+at a time, which threads only slow down (sharing one small matrix product between threads costs more than
+it saves; on a busy machine, much more). Measured in docs/speed.md ("Sampling speed").
 """
 
 from __future__ import annotations
@@ -20,8 +24,33 @@ from pathlib import Path
 from rrn_app.validation import UserError
 
 COMMON_OPTIONS = {"length": 500, "temperature": 1.0, "top_k": None, "seed": 0, "prime": None}
-USAGE = "usage: rrn-generate ckpt=<path> [length=500 temperature=1.0 top_k=null seed=0 prime='...' out=<dir>]"
+USAGE = ("usage: rrn-generate ckpt=<path> [length=500 temperature=1.0 top_k=null seed=0 prime='...' threads=1 "
+         "out=<dir>]  (rrn-generate --help: every option)")
 GENERATIVE_TASKS = "char_lm, music"
+DEFAULT_THREADS = 1
+HELP = f"""{USAGE.split("  (")[0]}
+
+Samples from a checkpoint of a generative task ({GENERATIVE_TASKS}) written by rrn-train, prints it (char_lm) and
+saves it under out (never overwriting an earlier sample).
+
+Options (key=value):
+  ckpt=PATH          the checkpoint, e.g. runs/char_lm/lstm/<time>/checkpoints/last.ckpt (required)
+  length=N           characters to sample (char_lm, default 500) or frames after the primer (music, default 128)
+  temperature=T      > 0; lower is more conservative (default 1.0)
+  top_k=K            char_lm: sample from the K most likely characters only; 1 is greedy (default null: all)
+  seed=S             the same seed gives the same sample (default 0)
+  prime=TEXT         char_lm: text to continue (default: start after a newline);
+                     music: none, random, or <train|valid|test>:<piece>[:<frames>] (default none)
+  threads=N          torch CPU threads (default {DEFAULT_THREADS}: faster than more for one step at a time;
+                     null: PyTorch's default)
+  out=DIR            where the files go (default <run dir>/samples/, beside the checkpoints folder)
+  music only: name=STEM (file names, default sample-seed<seed>), data_root=DIR (the folder holding polyphonic/,
+              for a primer; default the training run's data), wav=true|false (write the WAV too, default true)
+
+Examples:
+  rrn-generate ckpt=runs/char_lm/lstm/<time>/checkpoints/last.ckpt length=300 temperature=0.8 prime="ROMEO:"
+  rrn-generate ckpt=runs/music/lstm/<time>/checkpoints/last.ckpt prime=test:0:16 wav=false
+"""
 
 
 def unused_stem(directory: Path, name: str, suffixes: tuple[str, ...]) -> Path:
@@ -87,12 +116,17 @@ def generate(arguments: list[str]) -> list[Path]:
         raise UserError(f"ckpt=<path> is required. {USAGE}")
     path = Path(str(options.pop("ckpt"))).expanduser()
     out = options.pop("out", None)
+    threads = thread_count(options.pop("threads", str(DEFAULT_THREADS)))
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
     checkpoint = read_checkpoint(path)
     cls = module_class(checkpoint, path)
     defaults = {**COMMON_OPTIONS, **getattr(cls, "GENERATE_OPTIONS", {})}
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        known = ["ckpt", *defaults, "out"]
+        known = ["ckpt", *defaults, "threads", "out"]
         close = difflib.get_close_matches(unknown[0], known, n=1)
         hint = f" Did you mean {close[0]}=?" if close else ""
         raise UserError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}.{hint} "
@@ -101,10 +135,28 @@ def generate(arguments: list[str]) -> list[Path]:
                               for key, value in options.items()}}
     model = cls.load_from_checkpoint(path, map_location="cpu")
     out_dir = Path(out) if out else path.resolve().parent.parent / "samples"
-    return model.generate_files(out_dir, options)
+    with torch.inference_mode():
+        return model.generate_files(out_dir, options)
+
+
+def thread_count(value: str) -> int | None:
+    """threads=N: a whole number >= 1, or null for PyTorch's default."""
+    if value.strip().lower() in ("null", "none", "~"):
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise UserError(f"threads={value!r} is not allowed: must be a whole number >= 1 (torch CPU threads; default "
+                        f"{DEFAULT_THREADS}), or null for PyTorch's default. E.g. threads=2")
+    return threads
 
 
 def main() -> None:
+    if any(argument in ("-h", "--help", "help") for argument in sys.argv[1:]):
+        print(HELP, end="")
+        sys.exit(0)
     try:
         written = generate(sys.argv[1:])
     except UserError as error:
