@@ -258,6 +258,8 @@ def train(cfg) -> Path:
     if resumed is not None:
         with open_dict(cfg):
             cfg.run_dir = str(resumed)  # the callbacks' and loggers' ${run_dir} too
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+            fold_into_resumed_run(hydra_dir, resumed)  # now, so a run rejected below leaves no stray folder
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
@@ -319,7 +321,7 @@ def train(cfg) -> Path:
     if offline_line:
         print(offline_line)
     if resumed is not None and trainer.is_global_zero:
-        fold_into_resumed_run(hydra_dir, run_dir)
+        fold_into_resumed_run(hydra_dir, run_dir)  # the empty folder DDP's other processes made again, if any
     return run_dir
 
 

@@ -110,12 +110,16 @@ def test_a_checkpoint_moved_out_of_its_run_uses_the_config_inside_it(trained, da
 @pytest.mark.slow
 def test_resume_continues_in_the_original_run_folder(trained, data_root, tmp_path):
     earlier = (trained / "results.json").read_text()
+    rejected = run_cli("rrn-train", *TINY, "task.data.batch_size=-1", f"data.root={data_root}",
+                       f"hydra.run.dir={tmp_path / 'rejected'}", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}")
+    assert rejected.returncode == 2 and "task.data.batch_size=-1 is not allowed" in rejected.stderr
+    assert not (tmp_path / "rejected").exists() and (trained / "results.json").read_text() == earlier
     elsewhere = tmp_path / "would-be-new"
     result = run_cli("rrn-train", *TINY, "trainer.max_epochs=2", f"data.root={data_root}",
                      f"hydra.run.dir={elsewhere}", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}")
     assert run_dir_of(result) == trained
     assert not elsewhere.exists()  # Hydra's new folder is folded into the run
-    assert (trained / ".hydra" / "resumed-1" / "overrides.yaml").is_file()
+    assert (trained / ".hydra" / "resumed-2" / "overrides.yaml").is_file()  # resumed-1: the rejected one's
     assert (trained / "results-1.json").read_text() == earlier  # kept, not overwritten
     resumed = json.loads((trained / "results.json").read_text())
     assert resumed["epochs"] == 2 and resumed["history"]["epoch"] == [0, 1]
