@@ -59,7 +59,7 @@ def test_out_top_k_and_defaults(char_lm_run, tmp_path):
 
 @pytest.mark.parametrize("arguments, message", [
     (["lenght=30"], "unknown option lenght. Did you mean length=? Known options: ckpt, length, temperature, top_k, "
-                    "seed, prime, out."),
+                    "seed, prime, threads, out."),
     (["temperature=0"], "temperature=0 is not allowed: must be a number greater than 0"),
     (["prime=ROMEO@"], "prime has characters the model never saw: '@'"),
 ])
@@ -91,3 +91,58 @@ def test_command_line_errors_exit_2_without_a_traceback(tmp_path):
     result = run_cli("rrn-generate", f"ckpt={tmp_path / 'none.ckpt'}")
     assert result.returncode == 2
     assert "rrn-generate: error: checkpoint not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_sample_with_threads_given(char_lm_run, tmp_path):
+    [path] = generate([f"ckpt={char_lm_run / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path}", "length=20", "threads=2",
+                       "top_k=1"])
+    [one] = generate([f"ckpt={char_lm_run / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path}", "length=20", "top_k=1"])
+    assert len(path.read_text()) == 20 and path.read_text() == one.read_text()  # threads change the speed only
+    assert torch.get_num_threads() == 1
+
+
+@pytest.fixture
+def recorded_threads(monkeypatch):
+    """torch.set_num_threads, recorded instead of applied."""
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    return calls
+
+
+@pytest.mark.parametrize("arguments, threads", [([], [1]), (["threads=3"], [3]), (["threads=null"], [])])
+def test_threads_reach_torch_before_the_checkpoint_is_read(tmp_path, recorded_threads, arguments, threads):
+    with pytest.raises(UserError, match="checkpoint not found"):  # threads are set first: no checkpoint needed
+        generate([f"ckpt={tmp_path / 'none.ckpt'}", *arguments])
+    assert recorded_threads == threads
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5", ""])
+def test_a_bad_threads_value_is_a_one_line_error(tmp_path, recorded_threads, value):
+    with pytest.raises(UserError) as error:
+        generate([f"ckpt={tmp_path / 'none.ckpt'}", f"threads={value}"])
+    message = str(error.value)
+    assert message.startswith(f"threads={value!r} is not allowed: must be a whole number >= 1") and "\n" not in message
+    assert "default 1" in message and "null" in message and recorded_threads == []
+
+
+def test_a_bad_threads_value_on_the_command_line_exits_2_with_one_line():
+    result = run_cli("rrn-generate", "ckpt=model.ckpt", "threads=many")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "rrn-generate: error: threads='many' is not allowed: must be a whole number >= 1 (torch CPU threads; "
+        "default 1), or null for PyTorch's default. E.g. threads=2"]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_option_with_defaults_and_examples_and_exits_0(flag):
+    from rrn_app.generate import COMMON_OPTIONS
+    from rrn_app.tasks.music import MusicModel
+
+    result = run_cli("rrn-generate", flag)
+    assert result.returncode == 0 and result.stderr == ""
+    text = result.stdout
+    assert text.startswith("usage: rrn-generate ckpt=<path>")
+    for option in ["ckpt", *COMMON_OPTIONS, "threads", "out", *MusicModel.GENERATE_OPTIONS]:
+        assert f"{option}=" in text, option
+    assert "default 1" in text and "default 500" in text and "default 128" in text and "Examples:" in text
+    assert text.count("rrn-generate ckpt=runs/") == 2
