@@ -19,8 +19,11 @@ from omegaconf import OmegaConf
 
 from rrn_app.validation import UserError, check_annotated_options
 
-# Options every cell config starts from when a plugin ships no yaml; the cell's own defaults override these.
-CELL_DEFAULTS = {"hidden_size": 80, "num_layers": 2, "dropout": 0.0, "bidirectional": False}
+# The app-level layer of every cell's config: where rrn-train wants other values than the Python API. A cell's
+# config node (`cell=<name>`) is its constructor's defaults with these on top, for the options the cell has: the
+# Python API builds one layer (`get_cell("lstm")(input_size=50, hidden_size=80)`), rrn-train two layers of 80
+# units, for built-in and plugin cells alike. Nothing else in rrn writes a cell default (conf/cell/ holds no yaml).
+CELL_DEFAULTS = {"hidden_size": 80, "num_layers": 2}
 
 # Constructor-backed nodes of the config: (config key, where the class is named).
 CHECKED_NODES = ("task.model", "task.data")
@@ -30,7 +33,12 @@ MAX_FOLDER_NAME = 160
 
 
 def config_dir() -> Path:
-    """The folder of yaml configs: conf/ of the repository, installed as the package rrn_app.conf."""
+    """The folder of yaml configs: conf/ of the repository, installed as the package rrn_app.conf.
+
+    The config tree is this folder plus the cells' nodes, which are made from their constructors: asking for the
+    folder registers them (`register_cell_configs`), so whoever composes from it finds `cell=<name>`.
+    """
+    register_cell_configs()
     return Path(str(files("rrn_app.conf")))
 
 
@@ -44,7 +52,8 @@ def choices(group: str) -> list[str]:
     """The names a config group offers: its yaml files (sub/folder/name for nested ones), plus (for `cell`)
     every registered cell."""
     folder = config_dir() / group
-    names = {path.relative_to(folder).with_suffix("").as_posix() for path in folder.rglob("*.yaml")}
+    names = {path.relative_to(folder).with_suffix("").as_posix() for path in folder.rglob("*.yaml")} \
+        if folder.is_dir() else set()
     if group == "cell":
         from rrn_app.cells import list_cells
 
@@ -52,27 +61,38 @@ def choices(group: str) -> list[str]:
     return sorted(names)
 
 
-def register_plugin_cells() -> None:
-    """Put a config node in Hydra's ConfigStore for every registered cell without a yaml in conf/cell/.
+def cell_node(name: str) -> dict:
+    """The config node of `cell=<name>`: `name`, the constructor's defaults, then CELL_DEFAULTS for the options the
+    cell has (all of them if it takes **options); "???" (Hydra's missing value) for an option without a default."""
+    from rrn_app.cells import cell_info
+    from rrn_app.validation import accepts_any_keyword
 
-    This is what makes `cell=<plugin cell>` and `cell.<option>=...` work for third-party cells.
+    info = cell_info(name)
+    options = info.options()
+    node = {"name": name}
+    for option, default in options.items():
+        node[option] = "???" if default is inspect.Parameter.empty else default
+    open_ended = accepts_any_keyword(info.cls)
+    node.update({option: value for option, value in CELL_DEFAULTS.items() if option in options or open_ended})
+    return node
+
+
+def register_cell_configs() -> None:
+    """Put the config node of every registered cell, built-in or plugin, in Hydra's ConfigStore (group `cell`).
+
+    conf/cell/ holds no yaml: `cell=<name>`, `cell.<option>=...` and config.yaml's default `cell: lstm` all
+    resolve to these nodes. Safe to call again (a cell registered since gets its node too).
     """
     from hydra.core.config_store import ConfigStore
 
-    from rrn_app.cells import all_cell_infos
+    from rrn_app.cells import list_cells
 
-    have_yaml = {path.stem for path in (config_dir() / "cell").glob("*.yaml")}
     store = ConfigStore.instance()
-    for info in all_cell_infos():
-        if info.name in have_yaml:
-            continue
-        node = {"name": info.name, **CELL_DEFAULTS}
-        for option, default in info.options().items():
-            if default is not inspect.Parameter.empty:
-                node[option] = default
-            elif option not in node:
-                node[option] = "???"  # required: the user must give cell.<option>=...
-        store.store(group="cell", name=info.name, node=node)
+    for name in list_cells():
+        store.store(group="cell", name=name, node=cell_node(name))
+
+
+register_plugin_cells = register_cell_configs  # the older name
 
 
 def parse_overrides(overrides: list[str]):

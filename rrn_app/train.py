@@ -36,25 +36,11 @@ def build(config, prefix: str, **arguments):
 
 
 def check_cell(cell_config) -> None:
-    """Check the cell's options against its constructor's annotations, then build it once, small, so a bad
-    option fails before any data is read."""
-    from omegaconf import OmegaConf
+    """Build the cell once, small, as the task will (`build_cell`: its options against the constructor's
+    annotations, then the constructor's own checks), so a bad option fails before any data is read."""
+    from rrn_app.cells import build_cell
 
-    from rrn_app.cells import cell_info
-    from rrn_app.validation import check_annotated_options
-
-    options = OmegaConf.to_container(cell_config, resolve=True) if OmegaConf.is_config(cell_config) \
-        else dict(cell_config)
-    name = options.pop("name")
-    info = cell_info(name)
-    check_annotated_options("cell", info.cls, options, owner=name)
-    try:
-        info.cls(input_size=8, **options)
-    except InvalidOption as error:
-        raise error.with_prefix("cell") from None
-    except TypeError as error:
-        known = ", ".join(option for option in info.options())
-        raise UserError(f"cell {name!r} rejected its options ({error}). Its options are: {known}.") from None
+    build_cell(cell_config, input_size=8)
 
 
 def check_precision(trainer_config) -> None:

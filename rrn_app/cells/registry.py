@@ -4,6 +4,7 @@
     class MyCell(nn.Module): ...
 
     get_cell("my_cell")(input_size=..., hidden_size=..., num_layers=..., **options)
+    build_cell({"name": "my_cell", "hidden_size": 80}, input_size=50)   # what every task and rrn-train use
     list_cells()  # sorted names
 
 A third-party package declares, in its pyproject.toml,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -59,10 +61,32 @@ class CellInfo:
         return {name: type_label(annotation) for name, (annotation, _) in constructor_parameters(self.cls).items()
                 if name in self.options()}
 
+    def option_help(self) -> dict[str, str]:
+        """One line of help per option, read from the docstrings (see `option_help`)."""
+        return option_help(self.cls, list(self.options()))
+
     @property
     def summary(self) -> str:
         doc = inspect.getdoc(self.cls) or ""
         return doc.splitlines()[0] if doc else ""
+
+
+_OPTION_LINE = re.compile(r"^\s*(\w+)\s*(?:\([^)]*\))?\s*:\s+(\S.*)$")  # `name: text`, `name (type): text`
+
+
+def option_help(cls: type, options: list[str]) -> dict[str, str]:
+    """{option: one line of help} from docstring lines of the form `name: text` (Google style `Args:`/`Options:`;
+    `name (type): text` too), read from the class and its constructor's docstrings, the class's own before its
+    bases' (a subclass overrides a line by writing its own). Only the first line of each entry is kept;
+    options no docstring describes are left out."""
+    wanted, found = set(options), {}
+    for klass in inspect.getmro(cls):
+        for doc in (klass.__dict__.get("__doc__"), getattr(klass.__dict__.get("__init__"), "__doc__", None)):
+            for line in inspect.cleandoc(doc or "").splitlines():
+                match = _OPTION_LINE.match(line)
+                if match and match.group(1) in wanted and match.group(1) not in found:
+                    found[match.group(1)] = match.group(2).strip()
+    return {option: found[option] for option in options if option in found}
 
 
 _CELLS: dict[str, CellInfo] = {}
@@ -122,6 +146,34 @@ def cell_info(name: str) -> CellInfo:
 def get_cell(name: str) -> type:
     """The cell class registered under `name`; call it with input_size, hidden_size, num_layers, **options."""
     return cell_info(name).cls
+
+
+def build_cell(config, input_size: int, prefix: str = "cell"):
+    """The cell a config node describes (`{"name": "res_lstm", "hidden_size": 80, ...}`: a dict or an OmegaConf
+    node, e.g. rrn-train's `cell`), built for inputs of width `input_size`.
+
+    The one way rrn's tasks and rrn-train's early check build a cell. Options are checked against the
+    constructor's annotations first; a bad one is a one-line UserError naming `<prefix>.<option>` (an
+    InvalidOption for a bad value, the known options for an unknown one).
+    """
+    from rrn_app.validation import InvalidOption, check_annotated_options
+
+    from omegaconf import OmegaConf
+
+    options = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
+    if "name" not in options:
+        raise UserError(f"{prefix}.name is missing: choose a cell with {prefix}=<name> (Known cells: "
+                        f"{', '.join(list_cells())}).")
+    name = options.pop("name")
+    info = cell_info(name)
+    check_annotated_options(prefix, info.cls, options, owner=name)
+    try:
+        return info.cls(input_size=input_size, **options)
+    except InvalidOption as error:
+        raise error.with_prefix(prefix) from None
+    except TypeError as error:  # e.g. a required option the config does not give
+        known = ", ".join(info.options())
+        raise UserError(f"cell {name!r} rejected its options ({error}). Its options are: {known}.") from None
 
 
 def list_cells() -> list[str]:

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from rrn_app import validation
-from rrn_app.cells import get_cell
+from rrn_app.cells import build_cell
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer, embedding_groups
 from rrn_app.tasks.pooling import POOLINGS, pool
 
@@ -47,7 +47,7 @@ class SequenceClassifier(L.LightningModule):
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         if pretrained_embeddings is not None:
             self.embedding.weight.data.copy_(pretrained_embeddings)
-        self.encoder = get_cell(cell.pop("name"))(input_size=embedding_dim, **cell)
+        self.encoder = build_cell(cell, input_size=embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.encoder.output_size, num_classes)
         # keyed by "<stage>/" because a ModuleDict key may not shadow nn.Module.train

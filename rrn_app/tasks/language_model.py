@@ -19,7 +19,7 @@ import torchmetrics
 from torch import nn
 
 from rrn_app import validation
-from rrn_app.cells import get_cell
+from rrn_app.cells import build_cell
 from rrn_app.cells.sequence import detach_state, length_mask
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
 from rrn_app.validation import InvalidOption, UserError
@@ -60,7 +60,7 @@ class CharLanguageModel(L.LightningModule):
         self.vocabulary = list(vocabulary)
         self.stoi = {character: index for index, character in enumerate(self.vocabulary)}
         self.embedding = nn.Embedding(len(vocabulary), embedding_dim)
-        self.encoder = get_cell(cell.pop("name"))(input_size=embedding_dim, **cell)
+        self.encoder = build_cell(cell, input_size=embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.decoder = nn.Linear(self.encoder.output_size, len(vocabulary))
         self.losses = nn.ModuleDict({s: torchmetrics.MeanMetric() for s in ("val", "test")})

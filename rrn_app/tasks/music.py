@@ -32,7 +32,7 @@ import torchmetrics
 from torch import nn
 
 from rrn_app import validation
-from rrn_app.cells import get_cell
+from rrn_app.cells import build_cell
 from rrn_app.cells.sequence import detach_state, length_mask
 from rrn_app.data.music import DATASETS, KEYS, dataset_path, load_pieces, shifted
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
@@ -128,7 +128,7 @@ class MusicModel(L.LightningModule):
         self.save_hyperparameters()
         cell = dict(cell)
         self.input_layer = nn.Linear(KEYS, input_size) if input_size else nn.Identity()
-        self.encoder = get_cell(cell.pop("name"))(input_size=input_size or KEYS, **cell)
+        self.encoder = build_cell(cell, input_size=input_size or KEYS)
         if self.encoder.bidirectional:
             raise UserError("cell.bidirectional=true is not allowed for task=music: a frame is predicted from the "
                             "frames before it only. Use cell.bidirectional=false.")
