@@ -4,7 +4,8 @@
 (each job a process of its own, or a SLURM job) and `hparams_search=...` (Optuna's sweeper) come from Hydra
 plugins, installed with `pip install 'rrn[sweep]'`; without one the command line stops at once with a line
 that says so. A joblib job whose `threads` is null gets cores // n_jobs torch threads (at least one), so that
-n_jobs jobs share the machine's cores instead of each taking all of them (docs/sweeps.md).
+n_jobs jobs share the machine's cores instead of each taking all of them; a submitit job, the cpus_per_task it
+asked for (docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -67,13 +68,19 @@ def parallel_jobs(launcher) -> int | None:
 
 
 def default_threads(threads) -> int | None:
-    """The torch threads of this job: `threads` if set; in a joblib multirun with `threads: null`, the cores
-    shared out among the jobs that run at once (cores // n_jobs, at least 1); else None (PyTorch's default)."""
+    """The torch threads of this job: `threads` if set; with `threads: null`, in a joblib multirun the cores
+    shared out among the jobs that run at once (cores // n_jobs, at least 1), under submitit the job's
+    `hydra.launcher.cpus_per_task` if given; else None (PyTorch's default)."""
     if threads:
         return int(threads)
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return None
-    jobs = parallel_jobs(HydraConfig.get().get("launcher"))
-    return None if jobs is None else max(cores() // jobs, 1)
+    launcher = HydraConfig.get().get("launcher")
+    jobs = parallel_jobs(launcher)
+    if jobs is not None:
+        return max(cores() // jobs, 1)
+    if launcher is not None and "submitit" in str(launcher.get("_target_", "")) and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    return None

@@ -72,6 +72,8 @@ def test_joblib_runs_two_jobs_at_once_each_with_its_share_of_the_cores(data_root
     ("joblib", 1, 1),            # an explicit setting wins
     ("basic", None, None),       # one job at a time: PyTorch's default
     ("basic", 3, 3),
+    ("submitit_slurm", None, 4),  # the cores the SLURM job asked for (hydra.launcher.cpus_per_task=4)
+    ("submitit_local", None, None),
 ])
 def test_the_threads_of_a_job(launcher, threads, expected):
     from hydra import compose, initialize_config_dir
@@ -82,7 +84,9 @@ def test_the_threads_of_a_job(launcher, threads, expected):
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="config", return_hydra_config=True,
-                      overrides=[f"hydra/launcher={launcher}", *(["hydra.launcher.n_jobs=2"] * (launcher == "joblib"))])
+                      overrides=[f"hydra/launcher={launcher}", *{"joblib": ["hydra.launcher.n_jobs=2"],
+                                                           "submitit_slurm": ["hydra.launcher.cpus_per_task=4"]
+                                                           }.get(launcher, [])])
     HydraConfig.instance().set_config(cfg)  # as in a job of that launcher
     try:
         assert default_threads(threads) == (max(cores() // 2, 1) if expected == "share" else expected)
