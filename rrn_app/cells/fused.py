@@ -41,6 +41,16 @@ class FusedLayer(nn.Module):
 
 
 class _FusedRecurrent(nn.Module):
+    """A PyTorch recurrent kernel (nn.RNN, nn.LSTM, nn.GRU) behind rrn's cell call.
+
+    Options:
+        hidden_size: units per layer and direction (the width of h_t)
+        num_layers: recurrent layers stacked bottom to top
+        dropout: dropout probability on the outputs between layers (0 turns it off)
+        bidirectional: also run every layer right to left; outputs are [forward; backward], 2 x hidden_size wide
+        residual: res_lstm-style links between layers, x^(l+1) = x^(l) + h^(l)
+    """
+
     kernel: type[nn.RNNBase]
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float, bidirectional: bool,
@@ -72,7 +82,11 @@ class _FusedRecurrent(nn.Module):
 
 @register_cell("rnn")
 class ElmanRNN(_FusedRecurrent):
-    """Elman RNN on torch.nn.RNN: h_t = act(W_ih x_t + W_hh h_{t-1} + b)."""
+    """Elman RNN on torch.nn.RNN: h_t = act(W_ih x_t + W_hh h_{t-1} + b).
+
+    Options:
+        nonlinearity: act, tanh or relu
+    """
 
     kernel = nn.RNN
 

@@ -37,6 +37,12 @@ class GatedResRNNLayer(ResRNNLayer):
 
 @register_cell("gres_rnn")
 class GatedResRNN(ResRNN):
-    """gRes-RNN (Yue et al. 2018): y = W_linear s_{t-1} + g ⊙ F, the gate g = σ(W_g x_t + U_g s_{t-1} + b_g)."""
+    """gRes-RNN (Yue et al. 2018): y = W_linear s_{t-1} + g ⊙ F, the gate g = σ(W_g x_t + U_g s_{t-1} + b_g).
+
+    Options:
+        output_activation: f in s_t = f(W_linear s_{t-1} + g ⊙ F): identity (the paper) or tanh
+        projection: W_linear: identity or linear (learned, starts at the identity)
+        batch_norm: recurrent batch norm of U s_{t-1} and U_g s_{t-1} (Cooijmans et al. 2016)
+    """
 
     layer = GatedResRNNLayer

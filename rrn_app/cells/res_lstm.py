@@ -59,7 +59,16 @@ def drop_timesteps(x: torch.Tensor, lengths: torch.Tensor | None, keep_prob: flo
 
 @register_cell("res_lstm")
 class ResidualLSTM(nn.Module):
-    """Residual LSTM stack (Pradhan & Longpre): x^(l+1) = x^(l) + h^(l), stochastic depth and timesteps."""
+    """Residual LSTM stack (Pradhan & Longpre): x^(l+1) = x^(l) + h^(l), stochastic depth and timesteps.
+
+    Options:
+        hidden_size: units per layer and direction (the width of h_t)
+        num_layers: LSTM layers; every one after the first is a residual layer
+        dropout: dropout probability on the outputs between layers (0 turns it off)
+        bidirectional: also run every layer right to left; outputs are [forward; backward], 2 x hidden_size wide
+        keep_prob: stochastic depth: probability of keeping each residual layer in training (paper: 0.75)
+        timestep_keep_prob: stochastic timesteps: probability of keeping each timestep but the first in training
+    """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 2, dropout: float = 0.0,
                  bidirectional: bool = False, keep_prob: float = 1.0, timestep_keep_prob: float = 1.0):

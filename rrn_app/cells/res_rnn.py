@@ -151,7 +151,15 @@ class ResRNNLayer(Recurrence):
 
 @register_cell("res_rnn")
 class ResRNN(RecurrentStack):
-    """Res-RNN (Yue et al. 2018): s_t = f(W_im s_{t-1} + act(W x_t + U s_{t-1} + b)), a residual recurrence."""
+    """Res-RNN (Yue et al. 2018): s_t = f(W_im s_{t-1} + act(W x_t + U s_{t-1} + b)), a residual recurrence.
+
+    Options:
+        activation: act of the residual function F, tanh or relu
+        output_activation: f in s_t = f(W_im s_{t-1} + F): identity (the paper) or tanh
+        projection: W_im: identity (the paper) or linear (learned, starts at the identity)
+        batch_norm: recurrent batch norm of U s_{t-1} (Cooijmans et al. 2016)
+        batch_norm_max_length: per-timestep batch-norm statistics up to this step, shared beyond it
+    """
 
     layer = ResRNNLayer
 

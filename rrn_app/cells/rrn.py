@@ -96,13 +96,20 @@ def fused_lstm_layer(input_size: int, hidden_size: int) -> FusedLayer:
 
 @register_cell("rrn")
 class RecurrentResidualNetwork(RecurrentStack):
-    """Recurrent Residual Network (2016): LSTM layers of any widths, a residual link every `skip` layers."""
+    """Recurrent Residual Network (2016): LSTM layers of any widths, a residual link every `skip` layers.
+
+    Options:
+        layer_sizes: widths bottom to top, e.g. [80,80,160]; sets the layers and the output width (null: num_layers x hidden_size)
+        skip: a residual link from z^(l - skip) to z^(l) for l = skip, 2 skip, ...; linear where widths differ
+        peephole: eq. 1's V_o C_t in the output gate (step-wise layers); false: fused nn.LSTM layers
+    """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                  bidirectional: bool = False, layer_sizes: list[int] | None = None, skip: int = 2,
                  peephole: bool = False):
-        sizes = [hidden_size] * validation.positive_int("num_layers", num_layers) if layer_sizes is None \
-            else check_layer_sizes(layer_sizes)
+        validation.positive_int("hidden_size", hidden_size)  # both checked even where layer_sizes sets the widths
+        validation.positive_int("num_layers", num_layers)
+        sizes = [hidden_size] * num_layers if layer_sizes is None else check_layer_sizes(layer_sizes)
         links = skip_links(len(sizes), validation.positive_int("skip", skip))
         make_layer = PeepholeLSTMLayer if validation.one_of("peephole", peephole, (False, True)) else fused_lstm_layer
         super().__init__(input_size, sizes[-1], len(sizes), dropout, bidirectional, make_layer=make_layer,

@@ -60,7 +60,15 @@ def residual_links(num_layers: int) -> dict[int, int]:
 
 
 class RecurrentStack(nn.Module):
-    """Layers x directions of a single-layer recurrence, with dropout between layers and residual links."""
+    """Layers x directions of a single-layer recurrence, with dropout between layers and residual links.
+
+    Options:
+        hidden_size: units per layer and direction (the width of h_t)
+        num_layers: recurrent layers stacked bottom to top
+        dropout: dropout probability on the outputs between layers (0 turns it off)
+        bidirectional: also run every layer right to left; outputs are [forward; backward], 2 x hidden_size wide
+        residual: res_lstm-style links between layers, x^(l+1) = x^(l) + h^(l)
+    """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                  bidirectional: bool = False, residual: bool = False, *, make_layer: Callable[[int, int], nn.Module],

@@ -62,7 +62,13 @@ class IndRNNLayer(Recurrence):
 
 @register_cell("indrnn")
 class IndRNN(RecurrentStack):
-    """IndRNN (Li et al. 2018): h_t = act(W x_t + u ⊙ h_{t-1} + b), one clipped recurrent weight per unit."""
+    """IndRNN (Li et al. 2018): h_t = act(W x_t + u ⊙ h_{t-1} + b), one clipped recurrent weight per unit.
+
+    Options:
+        activation: act, relu (the paper's) or tanh
+        clip_gain: gamma of section 3.1: |u| is clipped to clip_gain ** (1 / clip_steps) before each training pass
+        clip_steps: T of section 3.1, the sequence length the clipping bounds the gradient over
+    """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 2, dropout: float = 0.0,
                  bidirectional: bool = False, residual: bool = False, activation: str = "relu",
