@@ -5,6 +5,7 @@ docs/results.md's "How to reproduce" gives both for each suite, and those comman
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
@@ -85,8 +86,6 @@ def test_a_paper_experiment_trains(data_root, tmp_path):
                      "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false",
                      f"data.root={data_root}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert (results["task"], results["cell"], results["status"]) == ("atis", "gres_rnn", "finished")
     assert results["config"]["cell"]["hidden_size"] == 100 and "test/slot_f1" in results["metrics"]
