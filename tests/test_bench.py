@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from conftest import run_cli
 from rrn_app import bench
 
 
@@ -111,3 +112,100 @@ def test_the_path_column_says_what_runs_the_model(kind, options, path):
     assert bench.path_of(model, torch.randn(2, 3, 4)) == path
     assert not bench.has_fast_path(kind) or kind == "res_rnn"
     assert bench.has_fast_path("res_rnn") and bench.has_fast_path("gres_rnn")
+
+
+def column_ends(line: str, cells: list[str], left: set[int]) -> list[int]:
+    """Where each cell of a table line sits: its start for left-aligned columns, its end for the others."""
+    positions, at = [], 0
+    for i, cell in enumerate(cells):
+        start = line.index(cell, at)
+        at = start + len(cell)
+        positions.append(start if i in left else at)
+    return positions
+
+
+def fake_row(cell: str, batch: int, length: int, tokens: float, iqr: float) -> dict:
+    stats = dict(tokens_per_second=tokens, iqr_rel=iqr, ratio_to_lstm=tokens / 1000, peak_bytes=3 * 2**20)
+    return dict(threads=1, batch=batch, length=length, input=128, hidden=1024, cell=cell, path="python/autograd",
+                train=stats, infer=stats)
+
+
+def test_the_terminal_table_header_lines_up_with_its_columns():
+    """Columns as wide as their widest entry (the old header was as wide as B, T, I, H: one character); groups
+    printed one at a time under the first group's header line up through the shared floor."""
+    modes = ["train", "infer"]
+    settings = bench.parse_arguments(["cells=res_rnn", "batch=8,64", "length=1000", "hidden=1024", "memory=false"])
+    floor = bench.column_floor(settings, bench.model_list(settings))
+    first = bench.format_rows([fake_row("nn.LSTM", 8, 1000, 1234567.0, 0.05)], modes, header=True, floor=floor)
+    second = bench.format_rows([fake_row("res_rnn", 64, 1000, 12.0, 12.5)], modes, header=False, floor=floor)
+    header, *rows = (first + "\n" + second).splitlines()
+    names = bench.headers(modes)
+    expected = column_ends(header, names, {5, 6})
+    for line, row in zip(rows, [fake_row("nn.LSTM", 8, 1000, 1234567.0, 0.05), fake_row("res_rnn", 64, 1000, 12.0,
+                                                                                           12.5)]):
+        assert column_ends(line, bench.row_cells(row, modes), {5, 6}) == expected
+
+
+@pytest.fixture(scope="module")
+def data_bench(tmp_path_factory):
+    """A tiny rrn-bench mode=data run: char_lm on its embedded Tiny Shakespeare (data.root holds nothing), cold and
+    warm, two batches per loader."""
+    out = tmp_path_factory.mktemp("data-bench")
+    empty = tmp_path_factory.mktemp("empty-root")
+    result = run_cli("rrn-bench", "mode=data", "tasks=char_lm", f"data.root={empty}", "batches=2", f"out={out}",
+                     timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_data_mode_times_the_first_batch_cold_and_warm_and_writes_its_table(data_bench):
+    out, result = data_bench
+    report = json.loads((out / "data.json").read_text())
+    assert report["command"].startswith("rrn-bench mode=data tasks=char_lm") and report["caches"] == ["cold", "warm"]
+    [row] = report["rows"]
+    assert row["task"] == "char_lm"
+    for kind in ("cold", "warm"):
+        part = row[kind]
+        assert "error" not in part and 0 < part["startup_s"] < part["seconds"] and part["cpu_s"] > 0
+        assert part["startup_s"] + part["setup_s"] + part["first_batch_s"] == pytest.approx(part["seconds"])
+    assert row["train_ms"] > 0 and row["val_ms"] > 0 and report["import_lightning_s"] > 0
+    markdown = (out / "data.md").read_text()
+    assert "| task | cold s | warm s | warm CPU s | startup s | setup s | to batch s | train ms/batch | val ms/batch |" \
+        in markdown and "| char_lm | " in markdown and "`rrn-bench mode=data tasks=char_lm" in markdown
+    printed = result.stdout.splitlines()
+    header = next(line for line in printed if line.startswith("task "))
+    line = next(line for line in printed if line.startswith("char_lm "))
+    assert len(header) == len(line)  # the columns line up
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("tasks=sst,imbd", "unknown task 'imbd'. Did you mean imdb?"),
+    ("cache=hot", "unknown cache 'hot'"),
+    ("batches=0", "batches='0': must be a whole number >= 1"),
+    ("threads=x", "threads='x'"),
+    ("timeout=-1", "timeout='-1'"),
+    ("batch=3", "unknown setting 'batch' for mode=data. Did you mean batches=?"),
+])
+def test_data_mode_bad_settings_are_one_line_errors(argument, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["mode=data", argument])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1
+
+
+def test_data_mode_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["mode=data", "--help"])
+    assert exit_info.value.code == 0 and "time to first batch" in capsys.readouterr().out.lower()
+
+
+def test_a_task_without_its_data_is_reported_not_a_crash(tmp_path, capsys):
+    from rrn_app import bench_data
+
+    settings = bench_data.parse_arguments(["mode=data", "tasks=atis", f"data.root={tmp_path}", "cache=warm"])
+    report = bench_data.run(settings, log=lambda line: None)
+    [row] = report["rows"]
+    assert "error" in row["warm"] and "rrn-data get atis" in row["warm"]["error"]
+    markdown = bench_data.markdown(report)
+    assert "| atis | failed |" in markdown and "Not measured:" in markdown and "- atis: " in markdown
