@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from rrn_app.data.resumable import EpochOrder
+
 
 def length_tensor(lengths) -> torch.Tensor:
     """Sequence lengths as one int64 tensor, converted in one call whatever holds them.
@@ -23,13 +25,16 @@ def length_tensor(lengths) -> torch.Tensor:
     return torch.as_tensor(np.asarray(lengths, dtype=np.int64))
 
 
-class BucketBatchSampler(Sampler[list[int]]):
+class BucketBatchSampler(EpochOrder, Sampler[list[int]]):
     """Batches of indices whose sequences have similar lengths.
 
     Training (shuffle=True): the indices are shuffled, cut into pools of `pool_batches` batches, each pool
     sorted by length and cut into batches, and the batches shuffled. Evaluation: sorted by length.
     With several ranks each takes every `num_replicas`-th batch; in training the list is first padded by
     repeating batches so every rank runs the same number of steps (DDP needs that).
+
+    The order is drawn when iteration starts, for the epoch set then; `resume_at(n)` (rrn_app/data/resumable.py)
+    makes the next pass over the same epoch start at its n-th batch.
     """
 
     def __init__(self, lengths, batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 50,
@@ -40,7 +45,7 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose shuffle to draw (seed + epoch): the same on every rank, a new one each epoch."""
-        self.epoch = epoch
+        super().set_epoch(epoch)
 
     @property
     def sampler(self):
@@ -67,7 +72,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self):
-        return iter(self._all_batches()[self.rank :: self.num_replicas])
+        return iter(self._all_batches()[self.rank :: self.num_replicas][self.take_skip() :])
 
     def __len__(self) -> int:
         size = len(self.lengths)

@@ -15,7 +15,8 @@ the contiguous block of streams r * batch_size .. (r + 1) * batch_size - 1. Batc
 its streams: positions k * seq_length .. (k + 1) * seq_length - 1, the last window running to the end (it can
 be up to seq_length + 1 long), so every character of the split is read exactly once per epoch, in order, by
 every split alike. A model carries its recurrent state from window k to window k + 1 and starts afresh at
-window 0. A batch is {"ids": [batch, time], "targets": [batch, time], "lengths": [batch] (the real steps of
+window 0 (a run resumed mid-epoch goes on from the window, and with the state, where it stopped).
+A batch is {"ids": [batch, time], "targets": [batch, time], "lengths": [batch] (the real steps of
 each stream in this window; only the last window has padding), "window": k}.
 """
 
@@ -26,10 +27,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from rrn_app import validation
 from rrn_app.data.locate import dataset_root
+from rrn_app.data.resumable import InOrder, ResumableLoader
 from rrn_app.validation import UserError
 
 DATASETS = ("tinyshakespeare", "ptb_char")
@@ -158,14 +160,15 @@ class CharLMDataModule(L.LightningDataModule):
                 f"({len(self.vocabulary)}): the data or task.data options changed since it was saved."
             )
 
-    def _loader(self, split: str, batch_size: int) -> DataLoader:
+    def _loader(self, split: str, batch_size: int) -> ResumableLoader:
         trainer = self.trainer
         windows = StreamWindows(self.ids[split], batch_size, self.seq_length,
                                 rank=trainer.global_rank if trainer else 0,
                                 world_size=trainer.world_size if trainer else 1)
-        # batch_size=None: each item already is a batch; windows in order, never shuffled
-        return DataLoader(windows, batch_size=None, shuffle=False, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        # batch_size=None: each item already is a batch; windows in order, never shuffled, and a resumed
+        # epoch goes on from the window where it stopped (rrn_app/data/resumable.py)
+        return ResumableLoader(windows, batch_size=None, sampler=InOrder(len(windows)),
+                               num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
         return self._loader("train", self.batch_size)

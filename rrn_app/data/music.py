@@ -22,16 +22,17 @@ ended before this window), "reset" bool}.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 from rrn_app import validation
 from rrn_app.data.batching import BucketBatchSampler
+from rrn_app.data.resumable import EpochOrder, ResumableLoader
 from rrn_app.data.music_files import candidate_paths, read_music_file
 from rrn_app.data.locate import dataset_root
 from rrn_app.validation import MissingDataError, UserError
@@ -97,13 +98,14 @@ def shifted(roll: torch.Tensor) -> torch.Tensor:
     return torch.cat([roll.new_zeros(1, roll.shape[1]), roll[:-1]])
 
 
-class WindowSampler(Sampler[list[tuple[int, int]]]):
+class WindowSampler(EpochOrder, Sampler[list[tuple[int, int]]]):
     """Batches of (piece index, first frame) keys: each group of pieces in consecutive windows of `window` frames.
 
     Groups come from `BucketBatchSampler` (similar lengths, shuffled per epoch, split across DDP ranks); a
     group's windows follow each other in time, so the model can carry state from one to the next. A group
     runs as many windows as its longest piece needs; with several ranks, as many as the longest piece of the
     groups the ranks run side by side, so every rank takes the same number of steps (extra windows are empty).
+    Resumable (rrn_app/data/resumable.py): `resume_at(n)` makes the next pass over the epoch start at window n.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, window: int, shuffle: bool, seed: int = 0,
@@ -113,7 +115,13 @@ class WindowSampler(Sampler[list[tuple[int, int]]]):
                                          num_replicas=num_replicas, rank=rank)
 
     def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
         self.groups.set_epoch(epoch)
+
+    @property
+    def sampler(self):
+        """Where Lightning calls set_epoch (`dataloader.batch_sampler.sampler`): this sampler itself."""
+        return self
 
     def _groups(self):
         """(this rank's group, its number of windows) in order."""
@@ -123,10 +131,13 @@ class WindowSampler(Sampler[list[tuple[int, int]]]):
             longest = max(self.lengths[index] for group in side_by_side for index in group)
             yield side_by_side[rank], -(-longest // self.window)
 
-    def __iter__(self):
+    def _windows(self):
         for group, windows in self._groups():
             for number in range(windows):
                 yield [(index, number * self.window) for index in group]
+
+    def __iter__(self):
+        return islice(self._windows(), self.take_skip(), None)
 
     def __len__(self) -> int:
         return sum(windows for _, windows in self._groups())
@@ -201,18 +212,19 @@ class MusicDataModule(L.LightningDataModule):
         sampler = WindowSampler([len(r) for r in rolls], self.batch_size, self.window, shuffle=True, seed=self.seed,
                                 num_replicas=replicas, rank=rank)
         # The number of windows depends on the epoch's grouping of pieces, and Lightning reads the length when it
-        # (re)loads this loader, before it sets the epoch: set it here (conf/task/music.yaml reloads every epoch).
-        sampler.set_epoch(self.trainer.current_epoch if self.trainer else 0)
-        return DataLoader(PieceWindows(rolls, self.window), batch_sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        # (re)loads this loader, before it sets the epoch: set it here (conf/task/music.yaml reloads every epoch) to
+        # the epoch Lightning will set (the one being trained; after a resume at an epoch's end, the next one).
+        sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed if self.trainer else 0)
+        return ResumableLoader(PieceWindows(rolls, self.window), batch_sampler=sampler, collate_fn=collate,
+                               num_workers=self.num_workers, persistent_workers=self.num_workers > 0, seed=self.seed)
 
-    def _whole_pieces(self, split: str) -> DataLoader:
+    def _whole_pieces(self, split: str) -> ResumableLoader:
         rolls = self.pieces[split]
         replicas, rank = self._rank()
         sampler = BucketBatchSampler([len(r) for r in rolls], self.eval_batch_size, shuffle=False,
                                      num_replicas=replicas, rank=rank)
-        return DataLoader(PieceWindows(rolls, None), batch_sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return ResumableLoader(PieceWindows(rolls, None), batch_sampler=sampler, collate_fn=collate,
+                               num_workers=self.num_workers, persistent_workers=self.num_workers > 0, seed=self.seed)
 
     def val_dataloader(self):
         return self._whole_pieces("validation")

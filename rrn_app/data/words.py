@@ -5,16 +5,15 @@ A subclass's `setup` sets `self.splits` ({"train", "validation", "test"} -> a da
 `load_embeddings()`; its `__init__` sets `batch_size`, `seed`, `num_workers`, `vectors` and `embedding_dim`.
 The class attributes `padded`, `scalars` and `objects` name the columns a batch holds (see `EncodedRows`).
 This class gives the checkpointed vocabulary, pretrained vectors and the length-bucketed loaders (DDP-aware:
-each rank its share of the batches), which read whole batches from each split's columns held as tensors.
+each rank its share of the batches; resumable mid-epoch), which read whole batches from each split's columns held as tensors.
 """
 
 from __future__ import annotations
 
 import lightning as L
-from torch.utils.data import DataLoader
-
 from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.packed import EncodedRows, whole_batch
+from rrn_app.data.resumable import ResumableLoader
 from rrn_app.data.text import load_vectors
 from rrn_app.validation import UserError
 
@@ -56,15 +55,16 @@ class WordDataModule(L.LightningDataModule):
             cache[split] = EncodedRows(self.splits[split], self.padded, self.scalars, self.objects)
         return cache[split]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> ResumableLoader:
         trainer = self.trainer
         rows = self.encoded_rows(split)
         sampler = BucketBatchSampler(
             rows.lengths, self.batch_size, shuffle=shuffle, seed=self.seed,
             num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
         )
-        return DataLoader(rows, batch_sampler=sampler, collate_fn=whole_batch,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        # resumable mid-epoch, its order drawn for the epoch being iterated (rrn_app/data/resumable.py)
+        return ResumableLoader(rows, batch_sampler=sampler, collate_fn=whole_batch, num_workers=self.num_workers,
+                               persistent_workers=self.num_workers > 0, seed=self.seed)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

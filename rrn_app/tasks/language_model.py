@@ -2,7 +2,8 @@
 
 Trained by truncated back-propagation through time on the streams of rrn_app/data/char_lm.py: the state at
 the end of window k (detached) starts window k + 1, and window 0 (every epoch, every evaluation) starts from
-zeros. Validation and test read the whole split the same way, so their loss is the mean negative
+zeros (the carried training state goes into checkpoints: a run resumed mid-epoch carries it on). Validation
+and test read the whole split the same way, so their loss is the mean negative
 log-likelihood per character of the split, in nats (`loss`), bits (`bpc` = loss / ln 2) and as `perplexity`
 (exp(loss)). Sampling (`sample`, `generate_files`, used by rrn-generate): temperature, top-k, a priming text
 that is continued, a seed.
@@ -16,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torchmetrics
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
 from rrn_app import validation
@@ -113,9 +115,17 @@ class CharLanguageModel(L.LightningModule):
                                weight_decay=self.hparams.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """rrn-generate reads the class to rebuild from here; the vocabulary is in the hyper-parameters too."""
+        """rrn-generate reads the class to rebuild from here; the vocabulary is in the hyper-parameters too. The
+        training state carried to the next window goes along, so a run resumed mid-epoch continues with it."""
         checkpoint["rrn_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint["vocabulary"] = self.vocabulary
+        checkpoint["carried_state"] = self.states.get("train")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.states["train"] = checkpoint.get("carried_state")  # a new epoch starts afresh (on_train_epoch_start)
+
+    def on_train_start(self):
+        self.states["train"] = move_data_to_device(self.states.get("train"), self.device)  # loaded on the CPU
 
     # sampling
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torchmetrics
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
 from rrn_app import validation
@@ -203,10 +204,27 @@ class MusicModel(L.LightningModule):
         return [SampleEveryEpoch()]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """What `rrn-generate` reads: the class to load, and the dataset and timing of the frames."""
+        """What `rrn-generate` reads: the class to load, and the dataset and timing of the frames. Also what a run
+        resumed mid-epoch needs: the state carried to the next window and the epoch's training metric sums."""
         checkpoint["rrn_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint["music"] = {"dataset": self.hparams.dataset, "beats_per_frame": self.hparams.beats_per_frame,
                                "tempo": self.hparams.tempo, "data_path": self.hparams.data_path}
+        checkpoint["carried_state"] = self._state
+        train = self.metrics["train/"]
+        checkpoint["train_metric_sums"] = {name: getattr(train, name).clone() for name in train._defaults}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._state = checkpoint.get("carried_state")  # a new epoch starts afresh (on_train_epoch_start)
+        self._train_sums = checkpoint.get("train_metric_sums")
+
+    def on_train_start(self):
+        """After a resume: the carried state and the epoch's metric sums, on this device."""
+        self._state = move_data_to_device(self._state, self.device)
+        sums, self._train_sums = getattr(self, "_train_sums", None), None
+        if self.trainer.fit_loop.restarted_mid_epoch and sums:
+            train = self.metrics["train/"]
+            for name, value in sums.items():
+                setattr(train, name, value.to(getattr(train, name).device))
 
     # ---- generation ----
 

@@ -1,0 +1,160 @@
+"""Resuming a run exactly: its random states, its own config, and a model of the same shape.
+
+- `RandomStates`: a callback that saves the random states of torch (CPU and every CUDA device), numpy and
+  Python in each checkpoint (one set per DDP rank) and puts them back when the resumed training starts, so
+  dropout and everything else random continues as in the uninterrupted run. The data loaders keep their own
+  order, position and worker seeds (rrn_app/data/resumable.py); the tasks carry their recurrent state.
+- `resume_arguments`: `rrn-train ckpt_path=<run>/checkpoints/last.ckpt` alone resumes that run as it was
+  configured: the run's own overrides (`<run>/.hydra/overrides.yaml`, or the latest resume's) come first,
+  and what the command line gives is applied on top.
+- `check_same_model`: a command line that changes the model's shape is a one-line error naming the keys.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from rrn_app.validation import UserError
+
+
+def random_states() -> dict:
+    """This process' random states: torch (CPU, and every CUDA device when present), numpy, Python."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()  # plain values: checkpoints load with weights_only
+    states = {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+              "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch.cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+    random.setstate(states["python"])
+    if "torch.cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+
+
+class RandomStates(L.Callback):
+    """Saves every rank's random states in each checkpoint; a resumed fit restores them as training starts.
+
+    Captured when the checkpoint is written (the end of an epoch, or after a training batch with
+    `every_n_train_steps`), restored in `on_train_start`: between those points neither run draws a random
+    number (the loaders draw from their own generators), so the next draw is the one the uninterrupted run
+    made. Not restored for the validate/test on the best checkpoint after fit.
+    """
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        states = random_states()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, states)  # every rank writes its state_dict together
+            return {"ranks": gathered}
+        return {"ranks": [states]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        ranks = state_dict.get("ranks") or []
+        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        self._pending = ranks[rank] if rank < len(ranks) else None  # more ranks now than then: seeded as new
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._pending is not None:
+            set_random_states(self._pending)
+            self._pending = None
+
+
+# ---- the run's own config ----
+
+def _key(override: str) -> str:
+    """The key an override sets: `+callbacks.x._target_=...` -> `callbacks.x._target_`, `~cell.dropout` -> `cell.dropout`."""
+    return override.lstrip("+~").partition("=")[0].strip()
+
+
+def resume_source(ckpt_path: str) -> Path | None:
+    """The overrides file a resume from `ckpt_path` replays: the latest resume's (`<run>/.hydra/resumed-N/`), else
+    the run's own; None when the checkpoint is not in a run folder of rrn-train."""
+    folder = Path(ckpt_path).expanduser().resolve().parent
+    if folder.name != "checkpoints":
+        return None
+    hydra = folder.parent / ".hydra"
+    resumed = sorted((path for path in hydra.glob("resumed-*/overrides.yaml") if path.parent.name[8:].isdigit()),
+                     key=lambda path: int(path.parent.name[8:]))
+    for path in [*reversed(resumed), hydra / "overrides.yaml"]:
+        if path.is_file():
+            return path
+    return None
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """rrn-train's arguments with, for `ckpt_path=<run>/checkpoints/<x>.ckpt`, the run's own overrides first
+    (those the command line sets again are left out: the command line wins). Unchanged for a multirun, without
+    ckpt_path, or for a checkpoint outside a run folder."""
+    import yaml
+
+    if any(argument in ("-m", "--multirun") for argument in argv):
+        return argv
+    given = [argument for argument in argv if not argument.startswith("-") and "=" in argument]
+    ckpt = next((argument.partition("=")[2] for argument in given if _key(argument) == "ckpt_path"), None)
+    if not ckpt or ckpt == "null":
+        return argv
+    source = resume_source(ckpt)
+    if source is None:
+        return argv
+    try:
+        saved = yaml.safe_load(source.read_text()) or []
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"cannot read the run's overrides {source} ({error}); give the run's options on the "
+                        "command line with ckpt_path=.") from None
+    overridden = {_key(argument) for argument in given}
+    replayed = [str(override) for override in saved
+                if _key(str(override)) not in overridden | {"ckpt_path", "run_dir"}]
+    return replayed + list(argv)
+
+
+def check_same_model(model, checkpoint_path: str, config: dict) -> None:
+    """A UserError when the checkpoint's weights do not fit `model` (an override changed its shape): names
+    the first tensor that differs and the cell/task options that differ from the checkpoint's run."""
+    from rrn_app.generate import read_checkpoint
+
+    checkpoint = read_checkpoint(Path(checkpoint_path))
+    saved = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(saved, dict):
+        return  # not a Lightning checkpoint: Lightning's own loading (and its error) decides
+    mine = model.state_dict()
+    differing = sorted(set(saved) ^ set(mine)) or [name for name in saved
+                                                   if tuple(saved[name].shape) != tuple(mine[name].shape)]
+    if not differing:
+        return
+    name = differing[0]
+    what = (f"{name} is {list(saved[name].shape)} there and {list(mine[name].shape)} now" if name in saved and name in mine
+            else f"{name} is only in {'the checkpoint' if name in saved else 'the model configured now'}")
+    changed = _changed_options(checkpoint.get("rrn_config"), config)
+    because = f" The options that differ from the checkpoint's run: {', '.join(changed)}." if changed else ""
+    raise UserError(f"ckpt_path={checkpoint_path}: the model configured now has another shape than the "
+                    f"checkpoint's ({what}).{because} Resume without the overrides that change the model.")
+
+
+def _changed_options(saved: dict | None, config: dict, prefixes=("cell", "task")) -> list[str]:
+    """`key=<checkpoint's> -> <now>` for each cell.* / task.* leaf whose value differs."""
+    if not isinstance(saved, dict):
+        return []
+
+    def leaves(node, prefix=""):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield prefix[:-1], node
+
+    before, after = dict(leaves({k: saved.get(k) for k in prefixes})), dict(leaves({k: config.get(k) for k in prefixes}))
+    return [f"{key} ({before.get(key)} -> {after.get(key)})" for key in sorted(before.keys() | after.keys())
+            if str(before.get(key)) != str(after.get(key))]
