@@ -1,21 +1,24 @@
-"""Polyphonic music modelling: predict frame t from frames 0..t-1, 88 independent Bernoulli keys.
+"""Polyphonic music modelling: predict frame t from frames 0..t-1, a distribution over the 88 keys of a frame.
 
 Model: the previous frame (88 binary keys; the zero frame before a piece's first frame), optionally through a
-linear layer of `input_size` units, -> encoder from the registry -> dropout -> linear to 88 logits; loss
-binary cross-entropy with logits, summed over the keys, averaged over real frames.
+linear layer of `input_size` units, -> encoder from the registry -> dropout -> the output distribution of the
+frame given that state, `output` (rrn_app/tasks/heads.py): `independent`, 88 independent Bernoulli keys (a linear
+layer to 88 logits, binary cross-entropy), or `nade`, RNN-NADE's autoregressive distribution over the keys
+(`nade_hidden` units). Loss: the exact NLL of each frame, summed over the keys, averaged over real frames.
 
 Metrics (`FrameMetrics`), over all frames of a split (frame-weighted, not piece-weighted):
 - `nll`: negative log-likelihood in nats per time step, summed over the 88 keys, as Boulanger-Lewandowski et
   al. (2012) and Chung et al. (2014) report it. Every frame counts, the first of each piece included (predicted
   from the zero frame and the zero state), as in Boulanger-Lewandowski et al.
 - `frame_acc`: the frame-level accuracy of Bay et al. (2009), TP / (TP + FP + FN) summed over all frames,
-  a key predicted on where its probability exceeds 0.5.
+  a key predicted on where its probability exceeds 0.5 (nade: key by key, given the keys predicted before it).
 
 Training runs over windows with the state carried (detached) from one window of a piece to the next
 (rrn_app/data/music.py); validation and test run over whole pieces, padding masked.
 
-Generation (`generate_files`, also used by `rrn-generate`): frames are sampled autoregressively, each key
-a Bernoulli draw from sigmoid(logit / temperature), after a primer; the result is written as MIDI, a
+Generation (`generate_files`, also used by `rrn-generate`): frames are sampled autoregressively, each from the
+output distribution (independent: each key a Bernoulli draw from sigmoid(logit / temperature); nade: key by key,
+each key's conditional logit divided by the temperature), after a primer; the result is written as MIDI, a
 piano-roll PNG and a WAV (rrn_app/music_io.py). `SampleEveryEpoch` writes one such sample at the end of
 every validation epoch under `<run dir>/samples/` (the WAV only for the best and the last epoch by default:
 `sample_audio`) and logs it to W&B or TensorBoard when that logger is on.
@@ -36,6 +39,7 @@ from rrn_app import validation
 from rrn_app.cells import build_cell
 from rrn_app.cells.sequence import detach_state, length_mask
 from rrn_app.data.music import DATASETS, KEYS, dataset_path, load_pieces, shifted
+from rrn_app.tasks.heads import OUTPUTS, build_head
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
 from rrn_app.validation import InvalidOption, UserError
 
@@ -62,13 +66,14 @@ class FrameMetrics(torchmetrics.Metric):
         for name in ("nll", "frames", "true_positives", "false_positives", "false_negatives"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
-               nll: torch.Tensor | None = None) -> None:
-        """`nll`: the batch's summed frame_nll when the caller has it already (training computes it for the loss)."""
-        mask = length_mask(lengths.to(logits.device), logits.shape[1])[:, :, None]
+    def update(self, logits: torch.Tensor | None, targets: torch.Tensor, lengths: torch.Tensor,
+               nll: torch.Tensor | None = None, predicted: torch.Tensor | None = None) -> None:
+        """`nll`: the batch's summed frame NLL when the caller has it already (training computes it for the loss);
+        `predicted`: the bool frames the accuracy scores when not logits > 0. With both, `logits` may be None."""
+        mask = length_mask(lengths.to(targets.device), targets.shape[1])[:, :, None]
         self.nll += (frame_nll(logits, targets, lengths).sum() if nll is None else nll).double()
         self.frames += lengths.sum().double()
-        predicted, actual = (logits > 0) & mask, (targets > 0.5) & mask
+        predicted, actual = (logits > 0 if predicted is None else predicted) & mask, (targets > 0.5) & mask
         self.true_positives += (predicted & actual).sum().double()
         self.false_positives += (predicted & ~actual).sum().double()
         self.false_negatives += (~predicted & actual).sum().double()
@@ -107,8 +112,10 @@ class MusicModel(L.LightningModule):
                  optimizer: str = "adam", lr: float = 1e-2, weight_decay: float = 0.0, lr_decay: float | None = 0.5,
                  lr_patience: int = 1, sample_every_epoch: bool = True, sample_length: int = 64,
                  sample_temperature: float = 1.0, sample_prime: str = "valid:0:16", sample_seed: int = 0,
-                 sample_audio: str = "best_last"):
+                 sample_audio: str = "best_last", output: str = "independent", nade_hidden: int = 150):
         super().__init__()
+        validation.one_of("output", output, OUTPUTS)
+        validation.positive_int("nade_hidden", nade_hidden)
         validation.one_of("dataset", dataset, tuple(DATASETS))
         validation.positive_float("beats_per_frame", beats_per_frame)
         validation.positive_float("tempo", tempo)
@@ -134,28 +141,40 @@ class MusicModel(L.LightningModule):
             raise UserError("cell.bidirectional=true is not allowed for task=music: a frame is predicted from the "
                             "frames before it only. Use cell.bidirectional=false.")
         self.dropout = nn.Dropout(dropout)
-        self.output_layer = nn.Linear(self.encoder.output_size, KEYS)
+        self.output_layer = build_head(output, self.encoder.output_size, KEYS, nade_hidden)  # the frame's distribution
         # keyed by "<stage>/" because a ModuleDict key may not shadow nn.Module.train
         self.metrics = nn.ModuleDict({f"{stage}/": FrameMetrics() for stage in ("train", "val", "test")})
         self._state = None  # carried from one training window to the next
         self._pieces = None  # the dataset's pieces, loaded when a primer needs them
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
-        """Logits [batch, time, 88] of each next frame, and the final state. A length of 0 (a piece that has
-        ended before this window) runs one padded step whose outputs the caller masks."""
+        """What the output distribution of each next frame is conditioned on, [batch, time, encoder output size]
+        (the encoder's outputs after dropout: `self.output_layer.nll/sample/predict` take it), and the final
+        state. A length of 0 (a piece that has ended before this window) runs one padded step whose outputs the
+        caller masks."""
         if lengths is not None:
             lengths = lengths.clamp(min=1)
         outputs, state = self.encoder(self.input_layer(inputs), lengths, state)
-        return self.output_layer(self.dropout(outputs)), state
+        return self.dropout(outputs), state
+
+    def _score(self, stage: str, conditions: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The batch's summed frame NLL (padding excluded), also added to the stage's metrics."""
+        lengths, targets = batch["lengths"], batch["targets"]
+        mask = length_mask(lengths.to(targets.device), targets.shape[1])
+        nll = self.output_layer.nll(conditions, targets, mask).sum()
+        with torch.no_grad():  # the frame accuracy's prediction, of real frames only
+            predicted = torch.zeros_like(targets, dtype=torch.bool)
+            predicted[mask] = self.output_layer.predict(conditions.detach()[mask])
+        self.metrics[f"{stage}/"].update(None, targets, lengths, nll=nll.detach(), predicted=predicted)
+        return nll
 
     def training_step(self, batch, batch_index):
         state = None if batch["reset"] else self._state  # a group's windows share their rows
-        logits, state = self(batch["inputs"], batch["lengths"], state)
+        conditions, state = self(batch["inputs"], batch["lengths"], state)
         self._state = detach_state(state)
         frames = batch["lengths"].sum()
-        nll = frame_nll(logits, batch["targets"], batch["lengths"]).sum()
+        nll = self._score("train", conditions, batch)
         loss = nll / frames.clamp(min=1)  # DDP: a rank's window may be empty
-        self.metrics["train/"].update(logits.detach(), batch["targets"], batch["lengths"], nll=nll.detach())
         self.log("train/loss", loss, prog_bar=True, batch_size=max(int(frames), 1))
         return loss
 
@@ -171,15 +190,15 @@ class MusicModel(L.LightningModule):
         self.metrics[f"{stage}/"].reset()
 
     def validation_step(self, batch, batch_index):
-        logits, _ = self(batch["inputs"], batch["lengths"])
-        self.metrics["val/"].update(logits, batch["targets"], batch["lengths"])
+        conditions, _ = self(batch["inputs"], batch["lengths"])
+        self._score("val", conditions, batch)
 
     def on_validation_epoch_end(self):
         self._log_metrics("val")
 
     def test_step(self, batch, batch_index):
-        logits, _ = self(batch["inputs"], batch["lengths"])
-        self.metrics["test/"].update(logits, batch["targets"], batch["lengths"])
+        conditions, _ = self(batch["inputs"], batch["lengths"])
+        self._score("test", conditions, batch)
 
     def on_test_epoch_end(self):
         self._log_metrics("test")
@@ -261,8 +280,9 @@ class MusicModel(L.LightningModule):
     def sample(self, primer: torch.Tensor, length: int, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
         """The primer followed by `length` sampled frames: bool [len(primer) + length, 88].
 
-        Each key of each new frame is a Bernoulli draw from sigmoid(logit / temperature); temperature 0 turns
-        every key on whose probability exceeds 0.5. The same seed gives the same frames.
+        Each new frame is drawn from the output distribution (`output_layer.sample`): independent, each key a
+        Bernoulli draw from sigmoid(logit / temperature); nade, key by key from its conditional, the logit divided
+        by the temperature. Temperature 0 takes each key's likelier value. The same seed gives the same frames.
         """
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         was_training = self.training
@@ -275,12 +295,8 @@ class MusicModel(L.LightningModule):
             else:
                 previous = torch.zeros(KEYS, device=self.device)
             for _ in range(length):
-                logits, state = self(previous[None, None], None, state)
-                logits = logits[0, -1]
-                if temperature == 0:
-                    frame = logits > 0
-                else:
-                    frame = torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator).bool()
+                conditions, state = self(previous[None, None], None, state)
+                frame = self.output_layer.sample(conditions[0, -1], temperature, generator)
                 frames.append(frame)
                 previous = frame.float()
         finally:
@@ -294,7 +310,7 @@ class MusicModel(L.LightningModule):
         options: length (frames to sample after the primer, default 128), temperature (default 1.0), seed
         (default 0), prime (see `parse_prime`; default none), name (file stem, default `sample-seed<seed>`),
         data_root (the folder holding polyphonic/, for a primer; default the training run's data), wav (default
-        true). top_k does not apply to independent binary keys and is ignored (with a warning).
+        true). top_k does not apply to binary keys and is ignored (with a warning).
         """
         return self.sample_files(out_dir, options)[1]
 
@@ -307,7 +323,7 @@ class MusicModel(L.LightningModule):
         temperature = validation.non_negative_float("temperature", 1.0 if temperature is None else float(temperature))
         seed = int(options.get("seed") or 0)
         if options.get("top_k"):
-            warnings.warn("top_k does not apply to music (every key is its own Bernoulli draw); it is ignored.")
+            warnings.warn("top_k does not apply to music (every key is a binary draw); it is ignored.")
         primer = self.primer(options.get("prime"), seed, options.get("data_root"))
         roll = self.sample(primer, length, temperature, seed)
         out_dir = Path(out_dir)
