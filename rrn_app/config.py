@@ -83,13 +83,21 @@ def register_cell_configs() -> None:
     conf/cell/ holds no yaml: `cell=<name>`, `cell.<option>=...` and config.yaml's default `cell: lstm` all
     resolve to these nodes. Safe to call again (a cell registered since gets its node too).
     """
+    global _stored_cells
     from hydra.core.config_store import ConfigStore
 
-    from rrn_app.cells import list_cells
+    from rrn_app.cells import all_cell_infos
 
+    cells = tuple((info.name, info.cls) for info in all_cell_infos())
+    if cells == _stored_cells:
+        return  # nothing registered since the last call (config_dir() calls this every time)
     store = ConfigStore.instance()
-    for name in list_cells():
+    for name, _ in cells:
         store.store(group="cell", name=name, node=cell_node(name))
+    _stored_cells = cells
+
+
+_stored_cells: tuple = ()
 
 
 register_plugin_cells = register_cell_configs  # the older name

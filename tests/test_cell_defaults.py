@@ -197,3 +197,21 @@ def test_rrn_cells_text_shows_python_and_rrn_train_defaults(capsys):
     out = capsys.readouterr().out
     assert "num_layers=1 (rrn-train: 2) [int]" in out and "keep_prob=1.0 [float]" in out
     assert "stochastic depth: probability of keeping each residual layer" in out
+
+
+def test_a_cell_that_rejects_its_options_stops_rrn_trains_early_check(test_cells, compose_config):
+    from rrn_app import validation
+    from rrn_app.train import check_cell
+
+    @test_cells("test_picky_cell")
+    class Picky(nn.Module):
+        def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, heads: int = 2):
+            super().__init__()
+            if hidden_size % heads:
+                raise validation.InvalidOption("heads", heads, f"must divide hidden_size={hidden_size}")
+
+    check_cell(compose_config("cell=test_picky_cell").cell)  # 80 % 2 == 0
+    with pytest.raises(InvalidOption, match=r"^cell\.heads=3 is not allowed: must divide hidden_size=80$"):
+        check_cell(compose_config("cell=test_picky_cell", "cell.heads=3").cell)
+    with pytest.raises(InvalidOption, match=r"^cell\.heads='two' is not allowed: must be an integer$"):
+        check_cell(compose_config("cell=test_picky_cell", "cell.heads=two").cell)
