@@ -25,6 +25,12 @@ from rrn_app.validation import UserError, constructor_parameters, unknown_option
 # old key -> new key; the old one still works, with a one-line note
 DEPRECATED_KEYS = {"task.data.dataset": "task.dataset"}
 
+# Keys of the root config and of `data` that rrn reads although config.yaml does not set them: `+key=value`
+# for any other key there (`+lr=0.1`) would change nothing, so it is an error (check_added_keys).
+READ_IF_ADDED = {"test_after_fit"}
+# Nodes whose keys nothing but rrn's own code reads (others go to a constructor, which checks its options).
+PLAIN_NODES = ("", "data", "task")
+
 # Checking every job of a huge sweep would take long: past this many, each swept value is checked in one job.
 MAX_CHECKED_JOBS = 256
 
@@ -110,6 +116,35 @@ def _explain_missing_key(full_key: str, base_cfg, value: str) -> UserError:
     return UserError(f"{full_key}: Hydra could not set it")
 
 
+def check_added_keys(overrides: list[str], cfg) -> None:
+    """`+key=value` where no component reads `key` (the root config, `data.*`, `task.<key>`): a UserError with
+    the key it probably meant (`+lr=0.1` -> task.model.lr), instead of a run that silently ignores it."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    groups = set(config_groups())
+    for override in parse_overrides(overrides) or []:
+        if not (override.is_add() or override.is_force_add()) or override.is_hydra_override():
+            continue
+        key = override.key_or_group
+        parent, _, name = key.rpartition(".")
+        if key in groups or parent not in PLAIN_NODES or key in READ_IF_ADDED:
+            continue
+        leaves = [leaf for leaf in _leaf_keys(OmegaConf.to_container(cfg, resolve=False)) if leaf != key]
+        same_name = [leaf for leaf in leaves if leaf.rpartition(".")[2] == name]
+        close = same_name or difflib.get_close_matches(key, leaves, n=1)
+        value = override.input_line.partition("=")[2]
+        hint = f" Did you mean {close[0]}={value}?" if close else ""
+        raise UserError(f"{override.input_line}: no part of rrn reads {key}, so it would change nothing.{hint}")
+
+
+def _leaf_keys(node, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix[:-1]]
+    return [leaf for key, value in node.items() if key != "hydra" for leaf in _leaf_keys(value, f"{prefix}{key}.")]
+
+
 def _compose(overrides: list[str], config_name: str):
     """Compose one job's config as Hydra will; a UserError for a misspelt key, None for anything Hydra itself
     should report (a missing launcher plugin, a bad hydra.* key, ...)."""
@@ -167,6 +202,9 @@ def preflight(argv: list[str], check_job: Callable | None = None) -> list[str]:
     jobs = job_override_lists(overrides, arguments.multirun)
     if not jobs:
         return argv
+    from rrn_app.run_folders import check_run_folder_arguments
+
+    check_run_folder_arguments(overrides, arguments.multirun)  # before Hydra makes (or reuses) the folder
     from hydra import initialize_config_dir
 
     swept = {o.get_key_element() for o in parse_overrides(overrides) or [] if o.is_sweep_override()}
@@ -177,6 +215,7 @@ def preflight(argv: list[str], check_job: Callable | None = None) -> list[str]:
                 if cfg is None:
                     return argv
                 check_options(cfg)
+                check_added_keys(job, cfg)
                 if check_job is not None:
                     check_job(cfg)
             except UserError as error:

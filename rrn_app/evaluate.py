@@ -4,7 +4,9 @@ The data module and the model are rebuilt from the run's own config, `<run>/.hyd
 the folder that holds `checkpoints/`; for a checkpoint moved out of its run, the copy of that config inside the
 checkpoint), with the key=value pairs given here on top: `data.root=<folder>` where
 the data lives now, `threads=1`, `trainer.accelerator=cpu`, `task.data.batch_size=64`, ... The weights and the
-data module's state (the vocabulary, checked) come from the checkpoint; it runs on one device.
+data module's state (the vocabulary, checked) come from the checkpoint; it runs on one device. The checkpoint is
+loaded with weights_only=True and rrn's allow-list (rrn_app/checkpoints.py); `trust_checkpoint=true` loads one
+that needs other classes in full, which can run code stored in it (never the default).
 
 Prints the metric table, then the path of the `eval-<split>.json` it wrote beside the run's results.json
 (`eval-<split>-1.json`, `-2` ... when that exists: nothing is overwritten). Files the task writes while
@@ -28,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SPLITS = {"test": "test", "validation": "val"}  # split= -> the metrics' prefix
 USAGE = ("usage: rrn-eval ckpt=<run>/checkpoints/<name>.ckpt [split=test|validation] [data.root=<folder>] "
-         "[threads=N] [<config key>=<value> ...]")
+         "[threads=N] [trust_checkpoint=false] [<config key>=<value> ...]")
 
 
 def parse_arguments(arguments: list[str]) -> dict[str, str]:
@@ -42,11 +44,12 @@ def parse_arguments(arguments: list[str]) -> dict[str, str]:
     return options
 
 
-def read_lightning_checkpoint(path: Path) -> dict:
-    """The checkpoint as a dict, or a UserError when the file is missing or is not a Lightning checkpoint."""
+def read_lightning_checkpoint(path: Path, trust: bool = False) -> dict:
+    """The checkpoint as a dict, loaded safely (rrn_app/checkpoints.py), or a UserError when the file is missing,
+    truncated, crafted or not a Lightning checkpoint."""
     from rrn_app.generate import read_checkpoint
 
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, trust)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{path} is not a Lightning checkpoint (no state_dict in it); give ckpt=<run>/checkpoints/"
                         "<name>.ckpt written by rrn-train.")
@@ -131,7 +134,9 @@ def evaluate(arguments: list[str]) -> Path:
         close = difflib.get_close_matches(split, list(SPLITS), n=1)
         hint = f" Did you mean split={close[0]}?" if close else ""
         raise UserError(f"split={split!r} is not allowed: must be one of {', '.join(SPLITS)}.{hint}")
-    checkpoint = read_lightning_checkpoint(path)
+    from rrn_app.generate import trust_option
+
+    checkpoint = read_lightning_checkpoint(path, trust_option(options.pop("trust_checkpoint", None)))
     run = run_folder(path)
     cfg = run_config(run, checkpoint, options)
     out = unused_path(run, split)

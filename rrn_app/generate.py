@@ -44,6 +44,8 @@ Options (key=value):
   threads=N          torch CPU threads (default {DEFAULT_THREADS}: faster than more for one step at a time;
                      null: PyTorch's default)
   out=DIR            where the files go (default <run dir>/samples/, beside the checkpoints folder)
+  trust_checkpoint=true  load a checkpoint that needs classes rrn's checkpoints never hold (default false:
+                     refused in one line; true unpickles it in full, which can run code stored in it)
   music only: name=STEM (file names, default sample-seed<seed>), data_root=DIR (the folder holding polyphonic/,
               for a primer; default the training run's data), wav=true|false (write the WAV too, default true)
 
@@ -85,16 +87,21 @@ def typed(value: str, default):
         return value
 
 
-def read_checkpoint(path: Path) -> dict:
-    import torch
+def read_checkpoint(path: Path, trust: bool = False) -> dict:
+    """The checkpoint, loaded safely (rrn_app/checkpoints.py: weights_only=True and rrn's allow-list; in full only
+    with trust_checkpoint=true); a missing, truncated, foreign or crafted file is a one-line UserError."""
+    from rrn_app.checkpoints import read_checkpoint as read
 
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}. Give ckpt=<run dir>/checkpoints/<name>.ckpt from rrn-train.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated zip, a pickle of something else, not a torch file at all
-        raise UserError(f"could not read checkpoint {path} ({type(error).__name__}: {error}); is it a .ckpt "
-                        "written by rrn-train, and complete?") from None
+    return read(path, trust=trust)
+
+
+def trust_option(value: str | None) -> bool:
+    """trust_checkpoint=true|false (default false): load a checkpoint that needs classes beyond rrn's allow-list."""
+    if value is None:
+        return False
+    if value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise UserError(f"trust_checkpoint={value!r} is not allowed: must be true or false (default false).")
 
 
 def module_class(checkpoint: dict, path: Path):
@@ -121,22 +128,33 @@ def generate(arguments: list[str]) -> list[Path]:
 
     if threads is not None:
         torch.set_num_threads(threads)
-    checkpoint = read_checkpoint(path)
+    trust = trust_option(options.pop("trust_checkpoint", None))
+    checkpoint = read_checkpoint(path, trust)
     cls = module_class(checkpoint, path)
     defaults = {**COMMON_OPTIONS, **getattr(cls, "GENERATE_OPTIONS", {})}
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        known = ["ckpt", *defaults, "threads", "out"]
+        known = ["ckpt", *defaults, "threads", "out", "trust_checkpoint"]
         close = difflib.get_close_matches(unknown[0], known, n=1)
         hint = f" Did you mean {close[0]}=?" if close else ""
         raise UserError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}.{hint} "
                         f"Known options: {', '.join(known)}.")
     options = {**defaults, **{key: value if key == "prime" else typed(value, defaults[key])  # prime: text as written
                               for key, value in options.items()}}
-    model = cls.load_from_checkpoint(path, map_location="cpu")
+    model = load_module(cls, path, trust)
     out_dir = Path(out) if out else path.resolve().parent.parent / "samples"
     with torch.inference_mode():
         return model.generate_files(out_dir, options)
+
+
+def load_module(cls, path: Path, trust: bool):
+    """The LightningModule of a checkpoint already read by read_checkpoint: loaded the same safe way."""
+    import torch
+
+    from rrn_app.checkpoints import ALLOWED_GLOBALS
+
+    with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=not trust)
 
 
 def thread_count(value: str) -> int | None:

@@ -34,7 +34,7 @@ OUTSIDE = "O"
 def read_utterances(folder: str):
     """Rows {tokens, tags, intent} of one split folder; the three files must agree line by line."""
     paths = [Path(folder) / name for name in FILES]
-    lines = [path.read_text(encoding="utf-8").splitlines() for path in paths]
+    lines = [text_lines(path) for path in paths]
     if len({len(part) for part in lines}) != 1:
         counts = ", ".join(f"{path.name}: {len(part)}" for path, part in zip(paths, lines))
         raise UserError(f"{folder}: the files have different numbers of lines ({counts}); they must match line "
@@ -48,6 +48,17 @@ def read_utterances(folder: str):
             if tag != OUTSIDE and not tag.startswith(("B-", "I-")):
                 raise UserError(f"{paths[1]} line {number}: {tag!r} is not an IOB tag (O, B-<type> or I-<type>).")
         yield {"tokens": words, "tags": tags, "intent": intent.strip()}
+
+
+def text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; a UserError naming the file and the line where it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise UserError(f"{path} line {line}: not UTF-8 text (byte {data[error.start]:#04x}); is the file damaged? "
+                        "Get a complete copy with rrn-data get atis.") from None
 
 
 def label_list(train_labels, other_labels) -> tuple[list[str], int]:
@@ -93,7 +104,7 @@ class ATISDataModule(WordDataModule):
                                       "tags": datasets.Sequence(datasets.Value("string")),
                                       "intent": datasets.Value("string")})
         return cached_dataset(read_utterances, dict(folder=str(folder.resolve())),
-                              [folder / name for name in FILES], features, self.cache_dir)
+                              [folder / name for name in FILES], features, self.cache_dir, text_lines, dataset="atis")
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:

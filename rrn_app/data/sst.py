@@ -80,7 +80,7 @@ class SSTDataModule(WordDataModule):
                        binary=self.classes == 2, lowercase=self.lowercase)
         features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
                                       "label": datasets.Value("int64")})
-        return cached_dataset(read_examples, options, [path], features, self.cache_dir, parse_tree)
+        return cached_dataset(read_examples, options, [path], features, self.cache_dir, parse_tree, dataset="sst")
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
