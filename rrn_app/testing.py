@@ -108,12 +108,14 @@ class _Subject:
     class, with the given options over the kit's small defaults; in float64 when the cell runs in it."""
 
     def __init__(self, cell: str | type, options: dict):
-        from rrn_app.cells import cell_info
+        from rrn_app.cells import cell_info, list_cells
 
         if isinstance(cell, str):
             self.name, self.cls = cell, cell_info(cell).cls
-        else:
-            self.name, self.cls = getattr(cell, "cell_name", None), cell
+        else:  # a class: built through the registry only if it is the class registered under its name
+            name = getattr(cell, "cell_name", None)
+            self.name = name if name in list_cells() and cell_info(name).cls is cell else None
+            self.cls = cell
         self.parameters = constructor_parameters(self.cls)
         self.options = dict(options)
         if "hidden_size" in self.parameters and "hidden_size" not in self.options:
@@ -125,11 +127,11 @@ class _Subject:
 
     def build(self, seed: int = 0, **changes) -> nn.Module:
         """The cell with `changes` over the options, its weights drawn from `seed`, in evaluation mode."""
-        from rrn_app.cells import build_cell, cell_info
+        from rrn_app.cells import build_cell
 
         options = {**self.options, **changes}
         torch.manual_seed(seed)
-        if self.name is not None and cell_info(self.name).cls is self.cls:
+        if self.name is not None:
             module = build_cell({"name": self.name, **options}, input_size=INPUT_SIZE)
         else:
             check_annotated_options("cell", self.cls, options, owner=self.cls.__qualname__)

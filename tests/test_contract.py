@@ -282,3 +282,8 @@ def test_rrn_cells_check_of_an_unknown_cell_names_a_close_one(capsys):
     with pytest.raises(SystemExit) as exit_code:
         rrn_cells(["check", "res_rnm"])
     assert exit_code.value.code == 2 and "Did you mean 'res_rnn'?" in capsys.readouterr().err
+
+
+def test_a_class_is_checked_as_itself_whatever_its_parent_is_registered_as(registered):
+    registered("test_min_gru_parent", MinGRU)  # register_cell sets MinGRU.cell_name, which subclasses inherit
+    assert set(failures(IgnoresState)) == {"initial state"}  # built as IgnoresState, not as the registered MinGRU
