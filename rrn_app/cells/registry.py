@@ -156,9 +156,9 @@ def build_cell(config, input_size: int, prefix: str = "cell"):
     constructor's annotations first; a bad one is a one-line UserError naming `<prefix>.<option>` (an
     InvalidOption for a bad value, the known options for an unknown one).
     """
-    from rrn_app.validation import InvalidOption, check_annotated_options
-
     from omegaconf import OmegaConf
+
+    from rrn_app.validation import InvalidOption, check_annotated_options
 
     options = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
     if "name" not in options:
