@@ -130,9 +130,10 @@ def parse_arguments(argv: list[str]) -> Settings:
         timeout = 0.0
     if timeout <= 0:
         raise UserError(f"timeout={values['timeout']!r}: must be a number of seconds > 0, e.g. timeout=900")
+    root = Path(values["data.root"]).expanduser().resolve()  # rrn-train runs in a temporary folder
     return Settings(tasks=_names("tasks", values["tasks"], TASKS), caches=_names("cache", values["cache"], CACHES),
-                    root=str(Path(values["data.root"]).expanduser().resolve()), batches=_whole("batches", values["batches"], 1),
-                    cell=values["cell"], threads=_whole("threads", values["threads"], 1), timeout=timeout,
+                    root=str(root), batches=_whole("batches", values["batches"], 1), cell=values["cell"],
+                    threads=_whole("threads", values["threads"], 1), timeout=timeout,
                     out=Path(values["out"]) if values["out"] else None, argv=list(argv))
 
 
@@ -155,7 +156,8 @@ def train_command(task: str, settings: Settings, cache: Path, clock: Path) -> li
 
 def environment(settings: Settings, cache: Path) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": str(settings.threads), "HF_DATASETS_OFFLINE": "1",
-            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "RRN_CACHE_DIR": str(cache / "rrn")}
+            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "RRN_CACHE_DIR": str(cache / "rrn"),
+            "HYDRA_FULL_ERROR": "1"}  # a crash ends on its exception's line (the report's), not Hydra's hint
 
 
 def children_cpu() -> float:
