@@ -47,11 +47,14 @@ Options (key=value):
   trust_checkpoint=true  load a checkpoint that needs classes rrn's checkpoints never hold (default false:
                      refused in one line; true unpickles it in full, which can run code stored in it)
   music only: name=STEM (file names, default sample-seed<seed>), data_root=DIR (the folder holding polyphonic/,
-              for a primer; default the training run's data), wav=true|false (write the WAV too, default true)
+              for a primer; default the training run's data), wav=true|false (write the WAV too, default true),
+              samples=N (N pieces, seeds seed, seed+1, ...; default 1), stats=true (also stats.json and stats.png:
+              notes per frame, polyphony, pitch range and chord types of the samples against the corpus)
 
 Examples:
   rrn-generate ckpt=runs/char_lm/lstm/<time>/checkpoints/last.ckpt length=300 temperature=0.8 prime="ROMEO:"
   rrn-generate ckpt=runs/music/lstm/<time>/checkpoints/last.ckpt prime=test:0:16 wav=false
+  (music: samples=20 stats=true wav=false writes 20 pieces and their statistics against the corpus)
 """
 
 

@@ -105,7 +105,7 @@ def parse_prime(prime, option: str = "prime") -> tuple[str, int | None, int | No
 
 class MusicModel(L.LightningModule):
     # rrn-generate's options for music (besides ckpt, out, temperature, top_k, seed, prime); see generate_files
-    GENERATE_OPTIONS = {"length": 128, "name": None, "data_root": None, "wav": True}
+    GENERATE_OPTIONS = {"length": 128, "name": None, "data_root": None, "wav": True, "samples": 1, "stats": False}
 
     def __init__(self, cell: dict, dataset: str = "jsb_chorales", beats_per_frame: float = 1.0, tempo: float = 120.0,
                  data_path: str | None = None, input_size: int | None = None, dropout: float = 0.3,
@@ -310,9 +310,30 @@ class MusicModel(L.LightningModule):
         options: length (frames to sample after the primer, default 128), temperature (default 1.0), seed
         (default 0), prime (see `parse_prime`; default none), name (file stem, default `sample-seed<seed>`),
         data_root (the folder holding polyphonic/, for a primer; default the training run's data), wav (default
-        true). top_k does not apply to binary keys and is ignored (with a warning).
+        true), samples (how many pieces, default 1: seeds seed, seed + 1, ...), stats (default false; true: also
+        `stats.json` and `stats.png`, rrn_app/music_stats.py: the sampled frames, primers left out, against the
+        dataset's training and test pieces). top_k does not apply to binary keys and is ignored (with a warning).
         """
-        return self.sample_files(out_dir, options)[1]
+        count = validation.positive_int("samples", 1 if options.get("samples") is None else options["samples"])
+        stats = False if options.get("stats") is None else options["stats"]
+        if not isinstance(stats, bool):
+            raise InvalidOption("stats", stats, "must be true or false (true: also stats.json and stats.png)")
+        seed, paths, sampled = int(options.get("seed") or 0), [], []
+        for offset in range(count):
+            roll, written = self.sample_files(out_dir, {**options, "seed": seed + offset})
+            sampled.append(roll[len(roll) - int(options.get("length") or 128):])
+            paths += written
+        if stats:
+            from rrn_app import music_stats
+            from rrn_app.generate import unused_stem
+
+            label = f"{self.hparams.cell['name']}, {self.hparams.get('output', 'independent')} output"
+            about = {"dataset": self.hparams.dataset, "output": self.hparams.get("output", "independent"),
+                     "cell": self.hparams.cell["name"], "length": int(options.get("length") or 128),
+                     "temperature": options.get("temperature"), "prime": options.get("prime"), "first_seed": seed}
+            paths += music_stats.write_report(unused_stem(Path(out_dir), "stats", (".json", ".png")), sampled,
+                                              self._load_pieces(options.get("data_root")), label, about)
+        return paths
 
     def sample_files(self, out_dir: Path, options: dict) -> tuple[torch.Tensor, list[Path]]:
         """generate_files, also returning the sampled frames (the per-epoch sample writes some WAVs later)."""
@@ -332,7 +353,9 @@ class MusicModel(L.LightningModule):
 
         stem = unused_stem(out_dir, str(options.get("name") or f"sample-seed{seed}"), (".mid", ".png", ".wav"))
         seconds = music_io.frame_seconds(self.hparams.beats_per_frame, self.hparams.tempo)
-        title = (f"{DATASETS[self.hparams.dataset].title}, {self.hparams.cell['name']}: {len(primer)} primer + "
+        output = self.hparams.get("output", "independent")
+        title = (f"{DATASETS[self.hparams.dataset].title}, {self.hparams.cell['name']}"
+                 f"{', NADE output' if output == 'nade' else ''}: {len(primer)} primer + "
                  f"{length} sampled frames, temperature {temperature:g}, seed {seed}")
         paths = [music_io.write_midi(roll, stem.with_suffix(".mid"), seconds, self.hparams.tempo),
                  music_io.write_png(roll, stem.with_suffix(".png"), seconds, title, primer_frames=len(primer))]
