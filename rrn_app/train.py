@@ -7,6 +7,7 @@ resolved config (.hydra/), and the logger's files.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -151,17 +152,37 @@ def write_results(run_dir: Path, results: dict) -> Path:
         while (run_dir / f"results-{number}.json").exists():
             number += 1
         path.rename(run_dir / f"results-{number}.json")
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path.write_text(json.dumps(finite_or_null(results), indent=2, allow_nan=False) + "\n")
     return path
+
+
+def finite_or_null(value):
+    """`value` with every NaN or infinite number made None (JSON's null): results.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
+def number_cell(value) -> str:
+    """A metric as the summary table shows it, at most 11 characters for any magnitude: 0.4217, 13500.1234,
+    1.0000e+38, nan, inf; empty for None."""
+    if value is None:
+        return ""
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.4e}"
 
 
 def metrics_table(metrics: dict, stages: tuple[str, ...] = ("val", "test")) -> str:
     """`metric  val  test` rows, one per metric name (`val/acc`, `test/acc` -> the row `acc`)."""
     names = sorted({name.split("/", 1)[1] for name in metrics if name.split("/", 1)[0] in stages and "/" in name})
-    number = lambda value: "" if value is None else f"{value:.4f}"  # noqa: E731
-    lines = [f"{'metric':<14}" + "".join(f"{stage:>10}" for stage in stages)]
-    for name in names:
-        lines.append(f"{name:<14}" + "".join(f"{number(metrics.get(f'{stage}/{name}')):>10}" for stage in stages))
+    lines = [f"{'metric':<14}" + "".join(f"{stage:>12}" for stage in stages)]
+    for name in names:  # each column 12 wide, its number at most 11 characters: a space always separates them
+        lines.append(f"{name:<14}" + "".join(f"{number_cell(metrics.get(f'{stage}/{name}')):>12}" for stage in stages))
     return "\n".join(lines)
 
 
@@ -172,6 +193,30 @@ def print_summary(results: dict) -> None:
     print(f"\n{results['task']} / {results['cell']}: {results['parameters']:,} parameters, "
           f"{results['epochs']} epochs in {results['wall_time_seconds']:.0f} s{speed}")
     print(f"best checkpoint: {results['best_checkpoint']}")
+
+
+def write_diverged_results(cfg, trainer, error, history, config_dict: dict, seconds: float) -> None:
+    """results.json of a run that diverged: `"status": "diverged"`, what happened under `diverged`, no metrics, and
+    the checkpoints saved before (their weights are finite: rrn_app/divergence.py refuses any other)."""
+    if not trainer.is_global_zero:
+        return
+    checkpoint = trainer.checkpoint_callback
+    best = (checkpoint.best_model_path or None) if checkpoint else None
+    last = (getattr(checkpoint, "last_model_path", "") or None) if checkpoint else None
+    write_results(Path(cfg.run_dir), {
+        "task": cfg.task.name,
+        "cell": cfg.cell.name,
+        "status": "diverged",
+        "diverged": error.details,
+        "overrides": task_overrides(),
+        "metrics": {},
+        "history": history.history,
+        "epochs": trainer.current_epoch,
+        "wall_time_seconds": seconds,
+        "best_checkpoint": str(Path(best).resolve()) if best and Path(best).is_file() else None,
+        "last_checkpoint": str(Path(last).resolve()) if last and Path(last).is_file() else None,
+        "config": config_dict,
+    })
 
 
 def resumed_run_dir(cfg) -> Path | None:
@@ -220,6 +265,10 @@ def train(cfg) -> Path:
 
     check_cell(cfg.cell)
     check_precision(cfg.trainer)
+    if cfg.get("ckpt_path"):  # missing, truncated, crafted or foreign: one line before any data is read
+        from rrn_app.checkpoints import check_resumable
+
+        check_resumable(cfg.ckpt_path, trust=bool(cfg.get("trust_checkpoint", False)))
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     if "callbacks" in trainer_options:
         from rrn_app.callbacks import trainer_callbacks_error
@@ -230,6 +279,7 @@ def train(cfg) -> Path:
     import torch
 
     from rrn_app.callbacks import ConfigInCheckpoint, Throughput, ValidationHistory, build_callbacks, find
+    from rrn_app.divergence import Diverged
     from rrn_app.launchers import default_threads
     from rrn_app.noise import quiet
 
@@ -247,7 +297,12 @@ def train(cfg) -> Path:
         if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
             fold_into_resumed_run(hydra_dir, resumed)  # now, so a run rejected below leaves no stray folder
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from rrn_app.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
+    from rrn_app.run_folders import check_fresh_run_dir, make_run_dir
+
+    make_run_dir(run_dir)
+    if not cfg.get("ckpt_path"):
+        check_fresh_run_dir(run_dir)  # a re-run into a folder with checkpoints would overwrite them
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     logger_config = cfg.get("logger")
     callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(logger_config) and "_target_" in logger_config,
@@ -264,14 +319,22 @@ def train(cfg) -> Path:
         trainer_options["strategy"] = "ddp_find_unused_parameters_true"  # a dropped layer gets no gradient
     logger = make_logger(logger_config, run_dir, config_dict)
     own = [history, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=False))]  # results.json's, rrn-eval's
-    trainer = L.Trainer(**trainer_options, logger=logger, callbacks=[*callbacks, *own], default_root_dir=run_dir)
+    checkpoint_io = AtomicCheckpointIO(trust=bool(cfg.get("trust_checkpoint", False)))  # rrn_app/checkpoints.py
+    trainer = L.Trainer(**trainer_options, logger=logger, callbacks=[*callbacks, *own], default_root_dir=run_dir,
+                        plugins=[checkpoint_io])
+    for folder in {run_dir / "checkpoints", *(Path(c.dirpath) for c in trainer.checkpoint_callbacks if c.dirpath)}:
+        remove_stale_temporaries(folder)  # what a save killed mid-write left behind
 
     checkpoints = (run_dir / "checkpoints").resolve()
     resuming_here = bool(cfg.ckpt_path) and Path(str(cfg.ckpt_path)).resolve().parent == checkpoints
     with warnings.catch_warnings():
         if resuming_here:  # continuing in its own folder: of course its checkpoints are there
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        except Diverged as error:
+            write_diverged_results(cfg, trainer, error, history, config_dict, time.time() - start)
+            raise
     fit_seconds = time.time() - start
     checkpoint = trainer.checkpoint_callback  # the first ModelCheckpoint (Lightning's own with callbacks=none)
     best = (checkpoint.best_model_path or None) if checkpoint else None
@@ -326,6 +389,14 @@ def _hydra_entry():
             # rejected before training: leave no folder (nor an empty multirun folder)
             command_line.remove_unused_run_dir(Path(cfg.run_dir), command_line.sweep_dir_of_this_job())
             print(f"rrn-train: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as error:
+            from rrn_app.run_folders import disk_full_message
+
+            message = disk_full_message(error, Path(cfg.run_dir))
+            if message is None:
+                raise
+            print(f"rrn-train: error: {message}", file=sys.stderr)
             sys.exit(2)
         run_dir = Path(returned) if isinstance(returned, (str, os.PathLike)) else Path(cfg.run_dir)
         if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
