@@ -12,6 +12,11 @@ Prints the metric table, then the path of the `eval-<split>.json` it wrote besid
 (`eval-<split>-1.json`, `-2` ... when that exists: nothing is overwritten). Files the task writes while
 evaluating (ATIS's predictions, the confusion-matrix picture) go to the folder of the same name,
 `<run>/eval-<split>[-N]/`.
+
+`protocol=nanogpt` (task=char_lm): instead of rrn's streamed evaluation, nanoGPT's estimate_loss on the split
+(random 256-character windows, no carried state; rrn_app/eval_protocols.py), written to
+`eval-<split>-nanogpt.json`. nanoGPT's 1.4697 is that number on the last 10% of Tiny Shakespeare: the
+validation split of a run trained with `task.data.split=[0.9,0.1,0.0]`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SPLITS = {"test": "test", "validation": "val"}  # split= -> the metrics' prefix
 USAGE = ("usage: rrn-eval ckpt=<run>/checkpoints/<name>.ckpt [split=test|validation] [data.root=<folder>] "
-         "[threads=N] [trust_checkpoint=false] [<config key>=<value> ...]")
+         "[threads=N] [trust_checkpoint=false] [protocol=nanogpt [eval_iters=200] [batch_size=64] "
+         "[block_size=256] [window_seed=1337]] [<config key>=<value> ...]")
 
 
 def parse_arguments(arguments: list[str]) -> dict[str, str]:
@@ -122,6 +128,21 @@ def unused_path(run: Path, split: str) -> Path:
     return path
 
 
+def nanogpt_metrics(model, datamodule, split: str, settings: dict, device) -> dict[str, float]:
+    """`val/loss`, `val/bpc`, `val/perplexity` (or test/) by nanoGPT's estimate_loss (rrn_app/eval_protocols.py)."""
+    import torch
+
+    from rrn_app.eval_protocols import nanogpt_loss
+    from rrn_app.tasks.language_model import per_character_metrics
+
+    if not hasattr(datamodule, "ids"):
+        raise UserError("protocol=nanogpt is for task=char_lm checkpoints (character language models); leave "
+                        "protocol= out for this task.")
+    loss = nanogpt_loss(model, datamodule.ids[split], device=device, **settings)
+    return {name: float(value) for name, value in
+            per_character_metrics(torch.tensor(loss, dtype=torch.float64), SPLITS[split]).items()}
+
+
 def evaluate(arguments: list[str]) -> Path:
     """Parse, rebuild, evaluate, print the table; returns the eval-<split>.json written."""
     start = time.time()
@@ -130,6 +151,15 @@ def evaluate(arguments: list[str]) -> Path:
         raise UserError(f"ckpt=<path> is required. {USAGE}")
     path = Path(options.pop("ckpt")).expanduser()
     split = options.pop("split", "test")
+    protocol = options.pop("protocol", None)
+    from rrn_app.eval_protocols import PROTOCOLS, nanogpt_options
+
+    if protocol is not None and protocol not in PROTOCOLS:
+        close = difflib.get_close_matches(protocol, list(PROTOCOLS), n=1)
+        hint = f" Did you mean protocol={close[0]}?" if close else ""
+        raise UserError(f"protocol={protocol!r} is not known: must be one of {', '.join(PROTOCOLS)}, or left out "
+                        f"for rrn's own evaluation.{hint}")
+    protocol_settings = nanogpt_options(options) if protocol == "nanogpt" else None
     if split not in SPLITS:
         close = difflib.get_close_matches(split, list(SPLITS), n=1)
         hint = f" Did you mean split={close[0]}?" if close else ""
@@ -139,7 +169,7 @@ def evaluate(arguments: list[str]) -> Path:
     checkpoint = read_lightning_checkpoint(path, trust_option(options.pop("trust_checkpoint", None)))
     run = run_folder(path)
     cfg = run_config(run, checkpoint, options)
-    out = unused_path(run, split)
+    out = unused_path(run, f"{split}-{protocol}" if protocol else split)
 
     import lightning as L
     import torch
@@ -154,7 +184,10 @@ def evaluate(arguments: list[str]) -> Path:
     L.seed_everything(cfg.get("seed", 0), workers=True, verbose=False)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     datamodule = build(cfg.task.data, "task.data")
-    datamodule.setup("fit")  # the vocabulary comes from the training split, checked against the checkpoint's
+    saved_state = checkpoint.get(type(datamodule).__qualname__)
+    if saved_state is not None:  # the checkpoint's vocabulary, before setup: SST then uses it as it is
+        datamodule.load_state_dict(saved_state)
+    datamodule.setup("fit")  # otherwise the vocabulary is built from the data, checked against the checkpoint's
     model = build(cfg.task.model, "task.model", cell=config_dict["cell"], **datamodule.model_arguments())
     load_weights(checkpoint, model, datamodule, path)
     trainer_options = {**config_dict["trainer"], "devices": 1, "strategy": "auto"}
@@ -164,8 +197,11 @@ def evaluate(arguments: list[str]) -> Path:
                         enable_model_summary=False, default_root_dir=files)
     run_split = trainer.test if split == "test" else trainer.validate
     metrics = {}
-    for result in run_split(model, datamodule=datamodule, verbose=False):
-        metrics.update(result)
+    if protocol == "nanogpt":
+        metrics = nanogpt_metrics(model, datamodule, split, protocol_settings, trainer.strategy.root_device)
+    else:
+        for result in run_split(model, datamodule=datamodule, verbose=False):
+            metrics.update(result)
     if files.is_dir() and not any(files.iterdir()):
         files.rmdir()
     results = {
@@ -173,6 +209,7 @@ def evaluate(arguments: list[str]) -> Path:
         "cell": cfg.cell.name,
         "checkpoint": str(path.resolve()),
         "split": split,
+        **({"protocol": protocol, "protocol_settings": protocol_settings} if protocol else {}),
         "overrides": [f"{key}={value}" for key, value in options.items()],
         "metrics": {name: float(value) for name, value in sorted(metrics.items())},
         **(model.extra_results() if hasattr(model, "extra_results") else {}),

@@ -2,7 +2,9 @@
 
 Datasets under `<root>`:
 - `tinyshakespeare/input.txt`: one text file with no official split; cut in order into train / validation /
-  test by the `split` fractions (default 90 / 5 / 5 of the character stream).
+  test by the `split` fractions (default 90 / 5 / 5 of the character stream). `[0.9, 0.1, 0.0]` is nanoGPT's
+  split (data/shakespeare_char/prepare.py: the last 10% is its validation part) and has no test split:
+  rrn-train then tests nothing, and `rrn-eval split=validation protocol=nanogpt` gives nanoGPT's number.
 - `ptb_char/ptb.char.{train,valid,test}.txt`: Mikolov's character-level Penn Treebank, one sentence per line,
   symbols separated by spaces, `_` between words. Each sentence becomes its symbols plus a newline (the usual
   end-of-line symbol), so the splits hold 5,017,482 / 393,042 / 442,423 characters.
@@ -127,10 +129,11 @@ class CharLMDataModule(L.LightningDataModule):
                                            "(choose it with task.dataset=<name>)")
         self.dataset = dataset
         self.split = tuple(split)
-        if (len(self.split) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in self.split)
-                or abs(sum(self.split) - 1) > 1e-6):
-            raise validation.InvalidOption("split", list(split), "must be three positive fractions (train, validation, "
-                                           "test) that add up to 1, e.g. [0.9,0.05,0.05]")
+        if (len(self.split) != 3 or not all(isinstance(f, (int, float)) and f >= 0 for f in self.split)
+                or min(self.split[:2]) <= 0 or abs(sum(self.split) - 1) > 1e-6):
+            raise validation.InvalidOption("split", list(split), "must be three fractions (train, validation, "
+                                           "test) that add up to 1, train and validation positive, e.g. "
+                                           "[0.9,0.05,0.05] or nanoGPT's [0.9,0.1,0.0] (no test split)")
         self.batch_size = validation.positive_int("batch_size", batch_size)
         self.seq_length = validation.positive_int("seq_length", seq_length)
         self.eval_batch_size = validation.positive_int("eval_batch_size", eval_batch_size or batch_size)
@@ -177,4 +180,6 @@ class CharLMDataModule(L.LightningDataModule):
         return self._loader("validation", self.eval_batch_size)
 
     def test_dataloader(self):
+        if len(self.ids["test"]) == 0:  # split [0.9, 0.1, 0.0]: no test split, so no test batches
+            return []
         return self._loader("test", self.eval_batch_size)

@@ -1,10 +1,18 @@
 """The Stanford Sentiment Treebank (Socher et al. 2013) as a LightningDataModule.
 
 Reads `<root>/sst/{train,dev,test}.txt` (PTB-format trees, trainDevTestTrees_PTB) through Hugging Face
-`datasets`, which caches the parsed splits. Training uses every labelled phrase of the training trees,
-each distinct phrase once (159,274; Pradhan & Longpre report 166,743), or the sentences only; validation
-and test use full sentences, as in the paper. Labels: 5 classes (0 very negative .. 4 very positive), or
-binary with neutral dropped (0-1 -> 0, 3-4 -> 1).
+`datasets`, which caches the parsed splits. Training (`train_on`) uses every labelled phrase of the training
+trees, each distinct phrase once (`phrases`: 159,274; Pradhan & Longpre report 166,743), every labelled node
+of every training tree with duplicates kept (`nodes`: 318,582, the loss of Tai et al. 2015), or the
+sentences only (`sentences`); validation and test use full sentences, as in the paper. Labels: 5 classes
+(0 very negative .. 4 very positive), or binary with neutral dropped (0-1 -> 0, 3-4 -> 1).
+
+Vocabulary (`vocabulary`, rrn_app/data/vector_vocabulary.py): `vectors` (the default, Tai et al.'s pipeline)
+holds the training words and every word of any split that has a pretrained vector, so 0.75% of the test
+tokens (316 of 42,405, in 288 of the 2,210 sentences) are `<unk>`; `train` holds the training words only,
+and 5.25% are (2,225 tokens, in 1,240 sentences; 1,909 of them have a GloVe vector). No labels are read to
+build it. A checkpoint's vocabulary, given to `load_state_dict` before `setup`, is used as it is (rrn-eval
+reads runs from before this option, whose vocabulary is the training words').
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from rrn_app.data.columns import arrow_table, list_lengths
 from rrn_app.data.locate import dataset_root
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
 from rrn_app.data.text import Vocabulary, require_vectors
+from rrn_app.data.vector_vocabulary import MODES, build_vocabulary
 from rrn_app.data.words import WordDataModule
 from rrn_app.validation import UserError
 
@@ -29,8 +38,10 @@ def normalise(token: str, lowercase: bool) -> str:
     return token.lower() if lowercase else token
 
 
-def read_examples(path: str, phrases: bool, binary: bool, lowercase: bool):
-    """Rows {tokens, label} of one split file."""
+def read_examples(path: str, which: str, binary: bool, lowercase: bool):
+    """Rows {tokens, label} of one split file: each tree's sentence (`which="sentences"`), each distinct
+    labelled phrase once (`"phrases"`), or every labelled node of every tree (`"nodes"`)."""
+    phrases = which != "sentences"
     seen = set()
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
@@ -43,7 +54,7 @@ def read_examples(path: str, phrases: bool, binary: bool, lowercase: bool):
             for label, words in (nodes if phrases else nodes[-1:]):
                 if binary and label == 2:
                     continue
-                if phrases:  # each distinct phrase once; sentences are never merged
+                if which == "phrases":  # each distinct phrase once; sentences are never merged
                     if tuple(words) in seen:
                         continue
                     seen.add(tuple(words))
@@ -54,9 +65,10 @@ def read_examples(path: str, phrases: bool, binary: bool, lowercase: bool):
 class SSTDataModule(WordDataModule):
     def __init__(self, root: str = "data", train_on: str = "phrases", classes: int = 5, batch_size: int = 128,
                  lowercase: bool = True, min_freq: int = 1, vectors: str | None = None, embedding_dim: int = 300,
-                 cache_dir: str | None = None, num_workers: int = 0, seed: int = 0):
+                 cache_dir: str | None = None, num_workers: int = 0, seed: int = 0, vocabulary: str = "vectors"):
         super().__init__()
-        self.train_on = validation.one_of("train_on", train_on, ("phrases", "sentences"))
+        self.train_on = validation.one_of("train_on", train_on, ("phrases", "sentences", "nodes"))
+        self.vocabulary_mode = validation.one_of("vocabulary", vocabulary, MODES)
         self.classes = validation.one_of("classes", classes, (5, 2))
         self.batch_size = validation.positive_int("batch_size", batch_size)
         self.min_freq = validation.positive_int("min_freq", min_freq)
@@ -76,7 +88,7 @@ class SSTDataModule(WordDataModule):
         import datasets
 
         path = self.folder / SPLITS[split]
-        options = dict(path=str(path.resolve()), phrases=split == "train" and self.train_on == "phrases",
+        options = dict(path=str(path.resolve()), which=self.train_on if split == "train" else "sentences",
                        binary=self.classes == 2, lowercase=self.lowercase)
         features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
                                       "label": datasets.Value("int64")})
@@ -89,7 +101,12 @@ class SSTDataModule(WordDataModule):
         import pyarrow as pa
 
         raw = {split: arrow_table(self._load_split(split)) for split in SPLITS}  # whole columns, never row by row
-        self.vocabulary = Vocabulary.build(raw["train"].column("tokens"), self.min_freq)
+        if self.saved_vocabulary is not None:  # a checkpoint's, given before setup (rrn-eval)
+            self.vocabulary = Vocabulary(self.saved_vocabulary)
+        else:
+            self.vocabulary = build_vocabulary(self.vocabulary_mode, raw["train"].column("tokens"),
+                                               [raw[split].column("tokens") for split in ("validation", "test")],
+                                               self.min_freq, self.vectors)
         self.splits = {split: datasets.Dataset(pa.table({"ids": self.vocabulary.encode_column(table.column("tokens")),
                                                          "label": table.column("label")}))
                        for split, table in raw.items()}

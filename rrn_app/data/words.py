@@ -23,6 +23,7 @@ class WordDataModule(L.LightningDataModule):
     scalars = ("label",)  # integer columns of a batch
     objects = ()  # columns passed on as Python lists (atis: the words)
     splits = None
+    saved_vocabulary = None  # a checkpoint's vocabulary given before setup; a subclass's setup may use it as is
 
     def load_embeddings(self) -> None:
         """The pretrained vectors of the vocabulary's words (`vectors`), or none."""
@@ -40,12 +41,18 @@ class WordDataModule(L.LightningDataModule):
         return {"vocabulary": self.vocabulary.itos} if self.splits is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
+        """Before `setup`: keep the checkpoint's vocabulary (SST's setup then uses it as it is, so rrn-eval reads
+        a run whatever vocabulary option it had). After: check that the vocabulary built now is the same."""
         saved = state.get("vocabulary")
-        if saved is not None and self.splits is not None and saved != self.vocabulary.itos:
+        if saved is not None and self.splits is None:
+            self.saved_vocabulary = list(saved)
+        elif saved is not None and saved != self.vocabulary.itos:
+            hint = (" A run from before task.data.vocabulary existed has its training words only: add "
+                    "task.data.vocabulary=train." if getattr(self, "vocabulary_mode", "train") != "train" else "")
             raise UserError(
                 "the checkpoint's vocabulary differs from the one built from the training data now "
                 f"({len(saved)} vs {len(self.vocabulary)} words): the data or task.data options changed since it "
-                "was saved. Resume with the same data and options."
+                f"was saved. Resume with the same data and options.{hint}"
             )
 
     def encoded_rows(self, split: str) -> EncodedRows:
