@@ -31,6 +31,8 @@ import torch
 LOWEST_NOTE = 21
 MAX_POLYPHONY = 10  # the last bin of the polyphony histogram: this many notes or more
 TOP_CHORDS = 10
+DATASET_TITLES = {"jsb_chorales": "JSB Chorales", "nottingham": "Nottingham", "musedata": "MuseData",
+                  "piano_midi": "Piano-midi.de"}
 # A few named chord types (pitch classes above C; types that are the same up to transposition share a name: C-F-G
 # is F-G-C, C-E-G-A is A-C-E-G); any other type is shown by its pitch classes.
 CHORD_NAMES = {
@@ -170,13 +172,16 @@ def plot(reports: list[dict], path: Path) -> Path:
     left.set_xlabel("notes sounding in a frame")
     left.set_ylabel("share of frames")
     left.set_title("polyphony", fontsize="medium")
-    left.legend(fontsize="x-small")
+    for axes in (left, right):  # room above the bars for the legend
+        axes.set_ylim(0, axes.get_ylim()[1] * 1.45)
+    left.legend(fontsize="x-small", loc="upper right")
     right.set_xticks(np.arange(len(names)), names, rotation=35, ha="right", fontsize="small")
     right.set_ylabel("share of sounding frames")
     right.set_title("the training pieces' most common chord types", fontsize="medium")
-    right.legend(fontsize="x-small")
+    right.legend(fontsize="x-small", loc="upper right")
     halves = first["train_halves"]
-    figure.suptitle(f"{first.get('dataset', '')}: TV distance to the training pieces (the training pieces' first half "
+    dataset = first.get("dataset", "")
+    figure.suptitle(f"{DATASET_TITLES.get(dataset, dataset)}: TV distance to the training pieces (the training pieces' first half "
                     f"to their second: polyphony {halves['polyphony_tv']:.3f}, chord types "
                     f"{halves['chord_type_tv']:.3f})", fontsize="small")
     figure.tight_layout()
