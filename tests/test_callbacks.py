@@ -10,10 +10,12 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
 from rrn_app.callbacks import Throughput, ValidationHistory, build_callbacks
+from rrn_app.divergence import DivergenceGuard
 from rrn_app.train import train
 from rrn_app.validation import UserError
 
-DEFAULT = ["model_checkpoint", "early_stopping", "throughput", "learning_rate_monitor", "rich_progress_bar"]
+DEFAULT = ["model_checkpoint", "early_stopping", "throughput", "divergence", "learning_rate_monitor",
+           "rich_progress_bar"]
 TINY = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
         "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "threads=1", "cell.hidden_size=16"]
 
@@ -29,8 +31,8 @@ def test_default_callbacks_follow_the_tasks_metric(compose_config):
 def test_default_callbacks_are_built_in_order(compose_config):
     cfg = compose_config("task=sst")
     built = build_callbacks(cfg.callbacks, has_logger=True, progress_bar=True)
-    assert [type(c) for c in built] == [ModelCheckpoint, EarlyStopping, Throughput, LearningRateMonitor,
-                                        RichProgressBar]
+    assert [type(c) for c in built] == [ModelCheckpoint, EarlyStopping, Throughput, DivergenceGuard,
+                                        LearningRateMonitor, RichProgressBar]
     checkpoint = built[0]
     assert checkpoint.monitor == "val/loss" and checkpoint.save_last
     assert str(checkpoint.dirpath).endswith("run/checkpoints")
@@ -38,7 +40,7 @@ def test_default_callbacks_are_built_in_order(compose_config):
 
 def test_no_logger_drops_the_lr_monitor_and_no_progress_bar_drops_the_bar(compose_config):
     built = build_callbacks(compose_config().callbacks, has_logger=False, progress_bar=False)
-    assert [type(c) for c in built] == [ModelCheckpoint, EarlyStopping, Throughput]
+    assert [type(c) for c in built] == [ModelCheckpoint, EarlyStopping, Throughput, DivergenceGuard]
 
 
 def test_callbacks_none_and_added_callbacks(compose_config):
@@ -49,7 +51,7 @@ def test_callbacks_none_and_added_callbacks(compose_config):
     assert [type(c) for c in built] == [LearningRateMonitor]
     cfg = compose_config("~callbacks.early_stopping", "callbacks.model_checkpoint.save_top_k=3")
     built = build_callbacks(cfg.callbacks, has_logger=False, progress_bar=False)
-    assert [type(c) for c in built] == [ModelCheckpoint, Throughput] and built[0].save_top_k == 3
+    assert [type(c) for c in built] == [ModelCheckpoint, Throughput, DivergenceGuard] and built[0].save_top_k == 3
 
 
 def test_a_callback_without_a_class_or_not_a_callback_is_a_clear_error(compose_config):

@@ -59,7 +59,7 @@ def test_out_top_k_and_defaults(char_lm_run, tmp_path):
 
 @pytest.mark.parametrize("arguments, message", [
     (["lenght=30"], "unknown option lenght. Did you mean length=? Known options: ckpt, length, temperature, top_k, "
-                    "seed, prime, threads, out."),
+                    "seed, prime, threads, out, trust_checkpoint."),
     (["temperature=0"], "temperature=0 is not allowed: must be a number greater than 0"),
     (["prime=ROMEO@"], "prime has characters the model never saw: '@'"),
 ])
