@@ -19,7 +19,7 @@ import torch
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
-from rrn_app.data.columns import arrow_table, list_lengths, lookup, lookup_lists, unique_values
+from rrn_app.data.columns import arrow_table, in_memory_dataset, list_lengths, lookup, lookup_lists, unique_values
 from rrn_app.data.locate import dataset_root
 from rrn_app.data.text import Vocabulary, pad_batch, pad_sequences, require_vectors
 from rrn_app.data.words import WordDataModule
@@ -109,7 +109,6 @@ class ATISDataModule(WordDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        import datasets
         import pyarrow as pa
 
         raw = {split: arrow_table(self._load_split(split)) for split in SPLITS}  # whole columns, never row by row
@@ -125,7 +124,7 @@ class ATISDataModule(WordDataModule):
                                                                  seen_elsewhere("intent"))
         tags = {tag: index for index, tag in enumerate(self.slot_labels)}
         intents = {intent: index for index, intent in enumerate(self.intent_labels)}
-        self.splits = {split: datasets.Dataset(pa.table({
+        self.splits = {split: in_memory_dataset(pa.table({
             "tokens": table.column("tokens"), "ids": self.vocabulary.encode_column(table.column("tokens")),
             "tags": lookup_lists(table.column("tags"), tags), "intent": lookup(table.column("intent"), intents),
             "index": pa.array(range(len(table)), pa.int64())})) for split, table in raw.items()}

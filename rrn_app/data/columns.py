@@ -81,3 +81,12 @@ def lookup_lists(column, mapping: dict, default: int | None = None, max_length: 
         positions = np.repeat(starts - offsets[:-1], kept) + np.arange(offsets[-1])
         values = values.take(pa.array(positions))
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+
+
+def in_memory_dataset(table: pa.Table):
+    """`table` as an in-memory `datasets.Dataset`, without hashing its contents for a fingerprint (datasets 2.19
+    pickles the whole table for it: 8 s for SST's splits); the rows are never cached to disk or mapped."""
+    import datasets
+    from datasets.fingerprint import generate_random_fingerprint
+
+    return datasets.Dataset(table, fingerprint=generate_random_fingerprint())

@@ -23,7 +23,7 @@ import torch
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
-from rrn_app.data.columns import arrow_table, list_lengths
+from rrn_app.data.columns import arrow_table, in_memory_dataset, list_lengths
 from rrn_app.data.locate import dataset_root
 from rrn_app.data.text import Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
@@ -122,7 +122,6 @@ class IMDBDataModule(WordDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        import datasets
         import pyarrow as pa
 
         # whole columns in Arrow, never row by row
@@ -139,8 +138,8 @@ class IMDBDataModule(WordDataModule):
             return pa.table({"ids": ids, "label": table.column("label")})
 
         train = encoded(raw_train)
-        self.splits = {"train": datasets.Dataset(train.take(self.split_indices["train"])),
-                       "validation": datasets.Dataset(train.take(held_out)),
-                       "test": datasets.Dataset(encoded(raw_test))}
+        self.splits = {"train": in_memory_dataset(train.take(self.split_indices["train"])),
+                       "validation": in_memory_dataset(train.take(held_out)),
+                       "test": in_memory_dataset(encoded(raw_test))}
         self.lengths = {split: list_lengths(arrow_table(data).column("ids")) for split, data in self.splits.items()}
         self.load_embeddings()

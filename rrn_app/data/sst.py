@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from rrn_app import validation
 from rrn_app.data.cache import cached_dataset
-from rrn_app.data.columns import arrow_table, list_lengths
+from rrn_app.data.columns import arrow_table, in_memory_dataset, list_lengths
 from rrn_app.data.locate import dataset_root
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
 from rrn_app.data.text import Vocabulary, require_vectors
@@ -97,7 +97,6 @@ class SSTDataModule(WordDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        import datasets
         import pyarrow as pa
 
         raw = {split: arrow_table(self._load_split(split)) for split in SPLITS}  # whole columns, never row by row
@@ -107,7 +106,7 @@ class SSTDataModule(WordDataModule):
             self.vocabulary = build_vocabulary(self.vocabulary_mode, raw["train"].column("tokens"),
                                                [raw[split].column("tokens") for split in ("validation", "test")],
                                                self.min_freq, self.vectors)
-        self.splits = {split: datasets.Dataset(pa.table({"ids": self.vocabulary.encode_column(table.column("tokens")),
+        self.splits = {split: in_memory_dataset(pa.table({"ids": self.vocabulary.encode_column(table.column("tokens")),
                                                          "label": table.column("label")}))
                        for split, table in raw.items()}
         self.lengths = {split: list_lengths(arrow_table(data).column("ids")) for split, data in self.splits.items()}
