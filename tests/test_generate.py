@@ -29,7 +29,7 @@ def char_lm_run(data_root, tmp_path_factory) -> Path:
 
 @pytest.mark.slow  # trains a small char_lm first (a few seconds)
 def test_checkpoint_names_its_module_and_carries_the_vocabulary(char_lm_run):
-    checkpoint = torch.load(char_lm_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(char_lm_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["rrn_module"] == "rrn_app.tasks.language_model.CharLanguageModel"
     assert len(checkpoint["vocabulary"]) == 65 and checkpoint["vocabulary"][:2] == ["\n", " "]
 

@@ -365,10 +365,10 @@ def test_short_real_training_run_writes_results_checkpoint_and_epoch_samples(dat
         assert all((run_dir / "samples" / f"{epoch}.{ext}").stat().st_size > 0 for ext in ("mid", "png"))
     assert (run_dir / "samples" / "epoch01.wav").stat().st_size > 0  # the last epoch's (and the best's: test_logging)
     assert not (run_dir / "samples" / "epoch02.mid").exists()  # none from the final validate/test
-    checkpoint = torch.load(results["best_checkpoint"], weights_only=False, map_location="cpu")
+    checkpoint = torch.load(results["best_checkpoint"], weights_only=True, map_location="cpu")
     assert checkpoint["rrn_module"] == "rrn_app.tasks.music.MusicModel"
     assert checkpoint["music"]["dataset"] == "jsb_chorales" and checkpoint["music"]["beats_per_frame"] == 1.0
-    model = MusicModel.load_from_checkpoint(results["best_checkpoint"], map_location="cpu")
+    model = MusicModel.load_from_checkpoint(results["best_checkpoint"], map_location="cpu", weights_only=True)
     paths = model.generate_files(tmp_path / "gen", {"length": 8, "seed": 0, "prime": "test:0:4", "wav": False})
     assert [p.name for p in paths] == ["sample-seed0.mid", "sample-seed0.png"]
     generated = run_cli("rrn-generate", f"ckpt={results['best_checkpoint']}", "length=8", "seed=3", "prime=test:1:4",

@@ -41,7 +41,7 @@ def test_resume_from_checkpoint_keeps_earlier_results(compose_config, data_root,
     last = first / "checkpoints" / "last.ckpt"
     import torch
 
-    saved = torch.load(last, weights_only=False, map_location="cpu")
+    saved = torch.load(last, weights_only=True, map_location="cpu")  # as rrn reads it (rrn_app/checkpoints.py)
     vocabulary = saved["SSTDataModule"]["vocabulary"]  # checkpoints carry the vocabulary
     assert vocabulary[:2] == ["<pad>", "<unk>"] and len(vocabulary) > 10000
     earlier = (first / "results.json").read_text()
