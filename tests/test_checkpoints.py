@@ -223,3 +223,15 @@ def test_rrn_train_on_a_full_disk_is_one_line_naming_the_checkpoint(small_disk, 
     leftovers = list((run / "checkpoints").iterdir()) if (run / "checkpoints").is_dir() else []
     assert leftovers == []  # no truncated checkpoint, no temporary file
 
+
+
+def test_a_full_disk_while_writing_results_is_one_line_naming_the_folder(small_disk):
+    from rrn_app.run_folders import disk_full_message
+    from rrn_app.train import write_results
+
+    (small_disk / "filler").write_bytes(b"\0" * (2 * 1024 * 1024 - 8192))  # leave less than the results need
+    with pytest.raises(OSError) as raised:
+        write_results(small_disk, {"history": ["x" * 64] * 1000})
+    message = disk_full_message(raised.value, small_disk)
+    assert message is not None and message.startswith(f"no space left on the device writing {small_disk}")
+    assert disk_full_message(FileNotFoundError(2, "No such file"), small_disk) is None  # other errors stay theirs
