@@ -49,7 +49,8 @@ def check_readable(path) -> Path:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError) as error:
         raise UserError(f"could not read checkpoint {path}: not a complete torch file ({error}); it is truncated, "
-                        "damaged or something else. Use another checkpoint of the run (best-*.ckpt or last.ckpt).") from None
+                        "damaged or something else. Use another checkpoint of the run (best-*.ckpt or "
+                        "last.ckpt).") from None
     if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
         raise UserError(f"could not read checkpoint {path}: a zip file but not a torch checkpoint (no data.pkl in "
                         "it); give a .ckpt that rrn-train wrote.")
@@ -79,6 +80,17 @@ def read_checkpoint(path, *, trust: bool = False, map_location="cpu") -> dict:
     except Exception as error:  # a damaged member, a storage that does not match, ...
         raise UserError(f"could not read checkpoint {path} ({type(error).__name__}: {first_line(error)}); is it "
                         "a complete .ckpt written by rrn-train?") from None
+
+
+def check_resumable(path, *, trust: bool = False) -> None:
+    """rrn-train's ckpt_path=: a checkpoint that loads safely and is a Lightning training checkpoint (its weights
+    and its loops' state), before any data is read; else a one-line UserError naming the file."""
+    checkpoint = read_checkpoint(path, trust=trust)
+    missing = [key for key in ("state_dict", "loops", "pytorch-lightning_version")
+               if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise UserError(f"ckpt_path={path} is not a training checkpoint of rrn-train (it has no {missing[0]}); give "
+                        "<run dir>/checkpoints/last.ckpt (or best-*.ckpt) of the run to resume.")
 
 
 def first_line(error: BaseException) -> str:
