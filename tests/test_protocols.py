@@ -5,6 +5,7 @@ estimate_loss for Tiny Shakespeare, a Chung-sized music suite, IMDB evaluated at
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -150,3 +151,102 @@ def test_train_on_nodes_is_every_labelled_node_with_duplicates(sst_folder):
         assert (len(nodes), len(phrases)) == (318582, 159274)
     binary = list(read_examples(path, "nodes", True, True))
     assert len(binary) == sum(label != 2 for tree in trees for label, _ in tree)
+
+
+# --- Tiny Shakespeare: nanoGPT's split and estimate_loss -------------------------------------------------------
+
+
+class Bigram(torch.nn.Module):
+    """Next-character logits from the current character alone; records the shapes and states it is given."""
+
+    def __init__(self, vocabulary: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.table = torch.nn.Embedding(vocabulary, vocabulary)
+        self.calls = []
+
+    def forward(self, ids, lengths=None, state=None):
+        self.calls.append((tuple(ids.shape), state))
+        return self.table(ids), None
+
+
+def test_nanogpt_loss_is_the_mean_over_batches_of_random_windows_without_state():
+    from rrn_app.eval_protocols import nanogpt_loss
+
+    ids = torch.randint(5, (1000,), generator=torch.Generator().manual_seed(3))
+    model = Bigram(5)
+    loss = nanogpt_loss(model, ids, eval_iters=3, batch_size=4, block_size=10, window_seed=7)
+    assert model.calls == [((4, 10), None)] * 3  # every window from a zero state
+    generator, expected = torch.Generator().manual_seed(7), []
+    for _ in range(3):  # nanoGPT's get_batch: starts uniform in [0, len - block_size)
+        starts = torch.randint(1000 - 10, (4,), generator=generator)
+        with torch.no_grad():
+            nll = [torch.nn.functional.cross_entropy(model.table(ids[s:s + 10]), ids[s + 1:s + 11]) for s in starts]
+        expected.append(torch.stack(nll).mean())
+    assert loss == pytest.approx(float(torch.stack(expected).mean()), rel=1e-6)
+    assert loss == nanogpt_loss(model, ids, eval_iters=3, batch_size=4, block_size=10, window_seed=7)
+    with pytest.raises(UserError, match="block_size"):
+        nanogpt_loss(model, ids[:10], eval_iters=1, batch_size=1, block_size=10, window_seed=0)
+
+
+def test_nanogpts_split_is_the_last_tenth_for_validation_and_no_test(data_root):
+    from rrn_app.data.char_lm import CharLMDataModule
+
+    data = CharLMDataModule(root=str(data_root), split=[0.9, 0.1, 0.0], batch_size=4)
+    data.setup()
+    text = (located(data_root, "tinyshakespeare") / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    n = len(text)  # nanoGPT's prepare.py: train_data = data[:int(n*0.9)], val_data = data[int(n*0.9):]
+    assert data.texts == {"train": text[:int(n * 0.9)], "validation": text[int(n * 0.9):], "test": ""}
+    assert data.test_dataloader() == []
+    for bad in ([0.9, 0.0, 0.1], [0.9, 0.2, 0.0], [1.0, 0.0, 0.0]):
+        with pytest.raises(InvalidOption, match="split"):
+            CharLMDataModule(root=str(data_root), split=bad)
+
+
+@pytest.mark.slow
+def test_rrn_eval_protocol_nanogpt_on_a_run_with_nanogpts_split(data_root, tmp_path):
+    run = run_dir_of(run_cli(
+        "rrn-train", "task=char_lm", "cell=lstm", "threads=1", "cell.hidden_size=16", "cell.num_layers=1",
+        "task.data.split=[0.9,0.1,0.0]", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+        "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false", f"data.root={data_root}",
+        f"hydra.run.dir={tmp_path / 'run'}"))
+    results = json.loads((run / "results.json").read_text())
+    assert "val/loss" in results["metrics"] and not any(name.startswith("test/") for name in results["metrics"])
+    best = results["best_checkpoint"]
+    evaluated = run_cli("rrn-eval", f"ckpt={best}", "split=validation", "protocol=nanogpt", "eval_iters=3",
+                        "batch_size=2", "threads=1", f"data.root={data_root}")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    written = Path(evaluated.stdout.strip().splitlines()[-1])
+    assert written == run / "eval-validation-nanogpt.json"
+    report = json.loads(written.read_text())
+    assert report["protocol"] == "nanogpt"
+    assert report["protocol_settings"] == {"eval_iters": 3, "batch_size": 2, "block_size": 256, "window_seed": 1337}
+    loss = report["metrics"]["val/loss"]
+    assert 0 < loss < 10 and report["metrics"]["val/bpc"] == pytest.approx(loss / math.log(2))
+    for arguments, message in ((["protocol=nanogtp"], "Did you mean protocol=nanogpt?"),
+                               (["protocol=nanogpt"], "too few for windows"),  # split=test is empty here
+                               (["protocol=nanogpt", "eval_iters=0"], "eval_iters")):
+        failed = run_cli("rrn-eval", f"ckpt={best}", *arguments, f"data.root={data_root}")
+        last = failed.stderr.strip().splitlines()[-1]
+        assert failed.returncode == 2 and last.startswith("rrn-eval: error: ") and message in last, failed.stderr
+
+
+@pytest.mark.slow
+def test_rrn_eval_reads_an_sst_run_from_before_the_vocabulary_option(data_root, tmp_path):
+    """A run whose config has no task.data.vocabulary trained on the training words: its checkpoint's
+    vocabulary is used, so rrn-eval reproduces its test numbers under today's default."""
+    run = run_dir_of(run_cli(
+        "rrn-train", "task=sst", "cell=lstm", "threads=1", "cell.hidden_size=8", "task.data.train_on=sentences",
+        "task.data.vocabulary=train", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2", "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false",
+        f"data.root={data_root}", f"hydra.run.dir={tmp_path / 'run'}"))
+    config = run / ".hydra" / "config.yaml"
+    text = config.read_text()
+    assert "vocabulary: train" in text
+    config.write_text(text.replace("    vocabulary: train\n", ""))  # as an older rrn wrote it
+    results = json.loads((run / "results.json").read_text())
+    evaluated = run_cli("rrn-eval", f"ckpt={results['best_checkpoint']}", "threads=1", f"data.root={data_root}",
+                        "trainer.limit_test_batches=2")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    metrics = json.loads(Path(evaluated.stdout.strip().splitlines()[-1]).read_text())["metrics"]
+    assert metrics["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
