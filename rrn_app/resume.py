@@ -4,6 +4,7 @@
   Python in each checkpoint (one set per DDP rank) and puts them back when the resumed training starts, so
   dropout and everything else random continues as in the uninterrupted run. The data loaders keep their own
   order, position and worker seeds (rrn_app/data/resumable.py); the tasks carry their recurrent state.
+- `PlateauCatchUp`: the ReduceLROnPlateau step that Lightning skips when it restarts at an epoch's end.
 - `resume_arguments`: `rrn-train ckpt_path=<run>/checkpoints/last.ckpt` alone resumes that run as it was
   configured: the run's own overrides (`<run>/.hydra/overrides.yaml`, or the latest resume's) come first,
   and what the command line gives is applied on top.
@@ -120,12 +121,13 @@ def resume_arguments(argv: list[str]) -> list[str]:
     return replayed + list(argv)
 
 
-def check_same_model(model, checkpoint_path: str, config: dict) -> None:
+def check_same_model(model, checkpoint_path: str, config: dict, trust: bool = False) -> None:
     """A UserError when the checkpoint's weights do not fit `model` (an override changed its shape): names
-    the first tensor that differs and the cell/task options that differ from the checkpoint's run."""
+    the first tensor that differs and the cell/task options that differ from the checkpoint's run. The file is
+    read as rrn-train reads it (safely, unless `trust`: trust_checkpoint=true)."""
     from rrn_app.generate import read_checkpoint
 
-    checkpoint = read_checkpoint(Path(checkpoint_path))
+    checkpoint = read_checkpoint(Path(checkpoint_path), trust=trust)
     saved = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(saved, dict):
         return  # not a Lightning checkpoint: Lightning's own loading (and its error) decides
@@ -158,3 +160,62 @@ def _changed_options(saved: dict | None, config: dict, prefixes=("cell", "task")
     before, after = dict(leaves({k: saved.get(k) for k in prefixes})), dict(leaves({k: config.get(k) for k in prefixes}))
     return [f"{key} ({before.get(key)} -> {after.get(key)})" for key in sorted(before.keys() | after.keys())
             if str(before.get(key)) != str(after.get(key))]
+
+
+class PlateauCatchUp(L.Callback):
+    """The ReduceLROnPlateau steps that Lightning skips in a resumed run, taken as the uninterrupted run took them.
+
+    Lightning keeps no metrics in checkpoints, so it steps no plateau scheduler at the end of the first epoch of
+    a resumed fit (`FitLoop.on_advance_end` skips them while restarting). Two cases:
+    - resumed from a checkpoint written at the end of epoch e (ModelCheckpoint, in on_train_epoch_end, before
+      Lightning steps the schedulers): the checkpoint carries the monitored values, and the step for epoch e is
+      taken when training starts;
+    - resumed inside epoch e: at its end the values are there (its validation ran), and the skipped step is
+      taken before the next epoch starts, after the end-of-epoch checkpoints (which, as in the uninterrupted
+      run, hold the schedulers before it).
+    """
+
+    def __init__(self):
+        self._trainer, self._monitors, self._due, self._replayed_end = None, None, None, False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
+
+    @staticmethod
+    def _values(trainer) -> dict:
+        keys = {config.monitor for config in trainer.lr_scheduler_configs if config.reduce_on_plateau and config.monitor}
+        metrics = trainer.callback_metrics
+        return {key: float(metrics[key]) for key in sorted(keys) if key in metrics}
+
+    @staticmethod
+    def _step(trainer, pl_module, monitors: dict, index: int) -> None:
+        """What Lightning's `_update_learning_rates("epoch", update_plateau_schedulers=True)` does at epoch `index`."""
+        for config in trainer.lr_scheduler_configs:
+            if (config.reduce_on_plateau and config.interval == "epoch" and index % config.frequency == 0
+                    and config.monitor in monitors):
+                pl_module.lr_scheduler_step(config.scheduler, torch.tensor(monitors[config.monitor]))
+
+    def state_dict(self) -> dict:
+        return {"monitors": self._values(self._trainer)} if self._trainer is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._monitors = state_dict.get("monitors")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        monitors, self._monitors = self._monitors, None
+        loop = trainer.fit_loop
+        self._replayed_end = loop.restarted_on_epoch_end  # Lightning runs that epoch's end hooks again
+        if monitors and (loop.restarted_on_epoch_end or loop.resumed_on_epoch_end) and pl_module.automatic_optimization:
+            self._step(trainer, pl_module, monitors, loop.epoch_progress.current.processed)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        replayed, self._replayed_end = self._replayed_end, False
+        reached = getattr(trainer.fit_loop.epoch_loop, "_num_ready_batches_reached", lambda: True)()
+        if trainer.fit_loop.restarting and not replayed and reached and pl_module.automatic_optimization:
+            self._due = (self._values(trainer), trainer.current_epoch + 1)  # Lightning will skip this step
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._due is not None:
+            monitors, index = self._due
+            self._due = None
+            self._step(trainer, pl_module, monitors, index)

@@ -282,6 +282,7 @@ def train(cfg) -> Path:
     from rrn_app.divergence import Diverged
     from rrn_app.launchers import default_threads
     from rrn_app.noise import quiet
+    from rrn_app.resume import PlateauCatchUp, RandomStates, check_same_model
 
     quiet()  # Lightning's LitLogger tip and its treespec deprecation warning (rrn_app/noise.py)
     threads = default_threads(cfg.threads)  # threads=null in a joblib multirun: cores // n_jobs (rrn_app/launchers.py)
@@ -318,7 +319,8 @@ def train(cfg) -> Path:
     if trainer_options.get("strategy") == "ddp" and cfg.cell.get("keep_prob", 1.0) < 1.0:
         trainer_options["strategy"] = "ddp_find_unused_parameters_true"  # a dropped layer gets no gradient
     logger = make_logger(logger_config, run_dir, config_dict)
-    own = [history, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=False))]  # results.json's, rrn-eval's
+    own = [history, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=False)),  # results.json's, rrn-eval's
+           RandomStates(), PlateauCatchUp()]  # a resumed run continues as the uninterrupted one (rrn_app/resume.py)
     checkpoint_io = AtomicCheckpointIO(trust=bool(cfg.get("trust_checkpoint", False)))  # rrn_app/checkpoints.py
     trainer = L.Trainer(**trainer_options, logger=logger, callbacks=[*callbacks, *own], default_root_dir=run_dir,
                         plugins=[checkpoint_io])
@@ -330,6 +332,9 @@ def train(cfg) -> Path:
     with warnings.catch_warnings():
         if resuming_here:  # continuing in its own folder: of course its checkpoints are there
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        if cfg.ckpt_path:
+            check_same_model(model, str(cfg.ckpt_path), OmegaConf.to_container(cfg, resolve=False),
+                             trust=bool(cfg.get("trust_checkpoint", False)))
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         except Diverged as error:
@@ -412,6 +417,7 @@ def main() -> None:
     """rrn-train: check the command line (every job of a multirun) before Hydra makes any folder, then run."""
     from rrn_app.command_line import preflight
     from rrn_app.config import register_plugin_cells
+    from rrn_app.resume import resume_arguments
 
     def check_job(cfg):
         check_cell(cfg.cell)
@@ -419,7 +425,7 @@ def main() -> None:
 
     try:
         register_plugin_cells()
-        sys.argv[1:] = preflight(sys.argv[1:], check_job=check_job)
+        sys.argv[1:] = preflight(resume_arguments(sys.argv[1:]), check_job=check_job)  # ckpt_path= alone: the run's own options
     except UserError as error:
         print(f"rrn-train: error: {error}", file=sys.stderr)
         sys.exit(2)
