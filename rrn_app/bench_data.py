@@ -33,6 +33,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -182,12 +183,23 @@ def first_batch(task: str, settings: Settings, cache: Path) -> dict:
         return {"error": f"no first batch within timeout={settings.timeout:g} s"}
     cpu = children_cpu() - cpu
     if not clock.is_file():
-        lines = [line for line in (done.stderr + done.stdout).strip().splitlines() if line.strip()]
-        return {"error": lines[-1] if lines else f"rrn-train exited with {done.returncode} before its first batch"}
+        return {"error": failure(done.stderr + done.stdout) or f"rrn-train exited with {done.returncode} before "
+                                                                "its first batch"}
     marks = json.loads(clock.read_text())
     return {"seconds": marks["first_batch"] - launched, "cpu_s": cpu, "startup_s": marks["created"] - launched,
             "setup_s": (marks["fit_start"] or marks["created"]) - marks["created"],
             "first_batch_s": marks["first_batch"] - (marks["fit_start"] or marks["created"])}
+
+
+def failure(output: str) -> str | None:
+    """Why a run failed, from its output: rrn-train's one-line error, else the last exception line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for number in range(len(lines) - 1, -1, -1):
+        line = lines[number]
+        if line.startswith("rrn-train: error:") or re.match(r"^[\w.]*(Error|Exception)\b[^ ]*:", line):
+            follows = line.endswith(":") and number + 1 < len(lines)
+            return f"{line} {lines[number + 1]}" if follows else line
+    return lines[-1] if lines else None
 
 
 def import_lightning_seconds() -> tuple[float, float]:

@@ -170,8 +170,9 @@ def test_data_mode_times_the_first_batch_cold_and_warm_and_writes_its_table(data
         assert part["startup_s"] + part["setup_s"] + part["first_batch_s"] == pytest.approx(part["seconds"])
     assert row["train_ms"] > 0 and row["val_ms"] > 0 and report["import_lightning_s"] > 0
     markdown = (out / "data.md").read_text()
-    assert "| task | cold s | warm s | warm CPU s | startup s | setup s | to batch s | train ms/batch | val ms/batch |" \
-        in markdown and "| char_lm | " in markdown and "`rrn-bench mode=data tasks=char_lm" in markdown
+    header = ("| task | cold s | warm s | warm CPU s | startup s | setup s | to batch s | train ms/batch | "
+              "val ms/batch |")
+    assert header in markdown and "| char_lm | " in markdown and "`rrn-bench mode=data tasks=char_lm" in markdown
     printed = result.stdout.splitlines()
     header = next(line for line in printed if line.startswith("task "))
     line = next(line for line in printed if line.startswith("char_lm "))
@@ -209,3 +210,14 @@ def test_a_task_without_its_data_is_reported_not_a_crash(tmp_path, capsys):
     assert "error" in row["warm"] and "rrn-data get atis" in row["warm"]["error"]
     markdown = bench_data.markdown(report)
     assert "| atis | failed |" in markdown and "Not measured:" in markdown and "- atis: " in markdown
+
+
+def test_a_crashed_run_is_reported_by_its_error_line_not_hydras_hint():
+    from rrn_app.bench_data import failure
+
+    crash = ("Traceback (most recent call last):\n  File \"x.py\", line 1\nhydra.errors.InstantiationException: "
+             "Error in call to target 'X':\nModuleNotFoundError('no rich')\nfull_key: callbacks.rich_progress_bar\n")
+    assert failure(crash) == ("hydra.errors.InstantiationException: Error in call to target 'X': "
+                              "ModuleNotFoundError('no rich')")
+    assert failure("noise\nrrn-train: error: atis not found: /x/atis\n") == "rrn-train: error: atis not found: /x/atis"
+    assert failure("") is None

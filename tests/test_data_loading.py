@@ -338,7 +338,8 @@ def test_atis_labels_ids_and_batches_are_the_old_ones(atis_root, tmp_path, no_ro
     raw = {split: module._load_split(split)[:] for split in ("train", "validation", "test")}
     others = [raw["validation"], raw["test"]]
     vocabulary = Vocabulary(reference_vocabulary(raw["train"]["tokens"]))
-    slots = label_list((t for ts in raw["train"]["tags"] for t in ts), (t for d in others for ts in d["tags"] for t in ts))
+    slots = label_list((t for ts in raw["train"]["tags"] for t in ts),
+                       (t for d in others for ts in d["tags"] for t in ts))
     intents = label_list(raw["train"]["intent"], (i for d in others for i in d["intent"]))
     assert module.vocabulary.itos == vocabulary.itos
     assert (module.slot_labels, module.num_slot_outputs) == slots and "B-airline" in slots[0][slots[1]:]
