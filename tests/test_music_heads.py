@@ -70,6 +70,21 @@ def test_nade_nll_is_the_chain_rule_key_by_key():
     assert torch.allclose(fast, slow, atol=1e-10)
 
 
+def test_nade_nll_of_many_frames_at_once_equals_each_frame_alone():
+    """The NLL runs NADE_CHUNK frames at a time: chunk boundaries and padding in between change nothing."""
+    from rrn_app.tasks.heads import NADE_CHUNK
+
+    head = tiny_head("nade", keys=KEYS)
+    frames_count = 2 * NADE_CHUNK + 7
+    state = torch.randn(1, frames_count, STATE, dtype=torch.float64)
+    frames = (torch.rand(1, frames_count, KEYS) < 0.1).double()
+    mask = torch.rand(1, frames_count) < 0.8
+    with torch.no_grad():
+        together = head.nll(state, frames, mask)[0]
+        alone = torch.stack([head.nll(state[:, t:t + 1], frames[:, t:t + 1])[0, 0] for t in range(frames_count)])
+    assert torch.allclose(together, alone * mask[0], atol=1e-10)
+
+
 def test_nade_couples_the_keys_and_independent_does_not():
     """NADE's distribution of a frame is not the product of its keys' marginals; the independent head's is.
     (Measured as the total variation distance between the joint and that product, over all 16 frames.)"""
