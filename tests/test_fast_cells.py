@@ -1,4 +1,4 @@
-"""The fast path of res_rnn and gres_rnn (rrn_app/cells/fast.py): the C++ loop and its pure PyTorch fallback give
+"""The fast path of res_rnn and gres_rnn (rrn_app/cells/fast/): the C++ loop and its pure PyTorch fallback give
 what the step-by-step oracles of reference.py give — outputs, final states and every gradient, on padded batches."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from rrn_app.cells import fast, get_cell, reference
+from rrn_app.cells import get_cell, reference
+from rrn_app.cells.fast import backends as fast  # the backend switches and their state
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "identity": reference.identity}
 CONFIGS = {
@@ -365,7 +366,8 @@ def test_no_ninja_falls_back_to_pure_pytorch_with_one_warning(monkeypatch):
 def test_a_compiler_without_openmp_still_builds_the_extension_for_one_thread(tmp_path):
     """The build tries OpenMP first; where the compiler refuses it, the same source builds without (a fresh
     extensions folder, in a subprocess: about 15 s of compiling)."""
-    code = ("import warnings; warnings.simplefilter('error'); import torch; from rrn_app.cells import fast;"
+    code = ("import warnings; warnings.simplefilter('error'); import torch;"
+            "from rrn_app.cells.fast import backends as fast;"
             "fast.OPENMP_FLAG = '-fno-such-openmp-option';"  # what a compiler without OpenMP makes of -fopenmp
             "print(fast.backend(), torch.ops.rrn_fast_cells.parallel() if fast.backend() == 'cpp' else None)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
@@ -391,7 +393,8 @@ def test_a_bad_switch_value_is_a_clear_error(monkeypatch):
 
 @pytest.mark.parametrize("setting, expected", [("0", "python"), ("step", "step")])
 def test_environment_variable_chooses_the_path_without_building(setting, expected):
-    code = ("import warnings; warnings.simplefilter('error'); from rrn_app.cells import fast, get_cell; import torch;"
+    code = ("import warnings; warnings.simplefilter('error'); from rrn_app.cells import get_cell; import torch;"
+            "from rrn_app.cells.fast import backends as fast;"
             "cell = get_cell('res_rnn')(input_size=3, hidden_size=4); cell(torch.randn(2, 5, 3));"
             "import torch.utils.cpp_extension as c; print(fast.backend(), hasattr(torch.ops.rrn_fast_cells, 'forward'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

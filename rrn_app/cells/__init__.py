@@ -14,7 +14,7 @@ from rrn_app.cells.registry import (
     register_cell,
 )
 from rrn_app.cells.sequence import final_output
-from rrn_app.cells import fused, gres_rnn, res_lstm, res_rnn, rrn  # noqa: F401  (built-in cells register on import)
+from rrn_app.cells import gres_rnn, res_lstm, res_rnn, rrn, torch_rnns  # noqa: F401  (built-in cells register on import)
 
 __all__ = [
     "BUILT_IN", "CellInfo", "UnknownCellError", "all_cell_infos", "build_cell", "cell_info", "get_cell", "list_cells",

@@ -10,7 +10,7 @@ Res-RNN (res_rnn.py) with a gate on the residual, which learns how much of it ea
 The options are res_rnn's (`projection` is W_linear here); `batch_norm` normalizes both hidden-to-hidden terms,
 U s_{t-1} and U_g s_{t-1}, each feature with its own statistics. Initialisation as res_rnn, with U_g small
 like U and b_g = 0, so the gate starts near one half. W x_t + b and W_g x_t + b_g are one GEMM for all
-timesteps, [U; U_g; W_linear] s_{t-1} one GEMM per step, on res_rnn's fast path (fast.py);
+timesteps, [U; U_g; W_linear] s_{t-1} one GEMM per step, on res_rnn's fast path (fast/);
 reference.gres_rnn is the plain step-by-step version.
 """
 

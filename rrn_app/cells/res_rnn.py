@@ -22,7 +22,7 @@ the nonlinear block in eq. (11) are tuned towards zero"): W_im = I (the learned 
 U uniform in ±0.1/sqrt(hidden_size) (a tenth of PyTorch's nn.RNN default), and W uniform in ±1/sqrt(hidden_size)
 as nn.RNN, so that at the start ds_t/ds_{t-1} = f'(y) (W_im + act'(.) U) = I + O(0.1).
 
-Speed: the layer runs on the fast path of fast.py — W x_t + b for all timesteps in one GEMM, one GEMM per step
+Speed: the layer runs on the fast path of fast/ — W x_t + b for all timesteps in one GEMM, one GEMM per step
 for [U; W_im] s_{t-1}, the time loop and a hand-written back-propagation through time in C++ (or the same
 algorithm in Python when no compiler is present), weight gradients as single GEMMs after the loop, recurrent
 batch norm included. Under autocast, for dtypes other than float32/float64, in a subclass that changes the step,
@@ -98,18 +98,24 @@ class ResRNNLayer(Recurrence):
         shortcut = state if self.weight_im is None else F.linear(state, self.weight_im)
         return self.output_activation(shortcut + self.residual(inputs + recurrent))
 
-    # --- the fast path (fast.py) ---------------------------------------------------------------------------------
+    # --- the fast path (fast/) -----------------------------------------------------------------------------------
 
     fast_gated = False  # the residual F (res_rnn) or g ⊙ F (gres_rnn)
 
+    @property
+    def fast_spec(self) -> fast.RecurrenceSpec:
+        """What this layer computes, for the fast path (only asked of a layer `fast_backend` lets on it)."""
+        return fast.RecurrenceSpec(self.activation_name, self.output_activation_name,
+                                   "identity" if self.weight_im is None else "linear", self.fast_gated,
+                                   self.norm is not None)
+
     def fast_backend(self, x: torch.Tensor) -> str:
-        """The backend this call runs on: "cpp" or "python" (fast.py), or "step" (the Recurrence loop)."""
+        """The backend this call runs on: "cpp" or "python" (fast/), or "step" (the Recurrence loop)."""
         cls = type(self)
         if (cls.step is not ResRNNLayer.step or cls.residual is not cls.fast_residual
                 or cls.project_inputs is not ResRNNLayer.project_inputs
-                or (self.norm is not None and (type(self.norm) is not RecurrentBatchNorm or self.norm.eps != 1e-5))
-                or self.activation_name not in fast.ACTIVATION
-                or self.output_activation_name not in fast.OUTPUT_ACTIVATION
+                or (self.norm is not None and (type(self.norm) is not RecurrentBatchNorm or self.norm.eps != fast.BATCH_NORM_EPS))
+                or not fast.RecurrenceSpec.supports(self.activation_name, self.output_activation_name)
                 or x.dtype not in (torch.float32, torch.float64)
                 or torch.is_autocast_enabled(x.device.type)):
             return "step"
@@ -119,34 +125,7 @@ class ResRNNLayer(Recurrence):
         which = self.fast_backend(x)
         if which == "step":
             return super().forward(x, lengths, state)
-        batch, total_length, _ = x.shape
-        longest = total_length if lengths is None else int(lengths.max())
-        running = None  # [time, batch]: True while a sequence runs; None when all run to the end
-        if lengths is not None and int(lengths.min()) < longest:
-            running = torch.arange(longest, device=x.device)[:, None] < lengths.to(x.device)[None, :]
-        mask = None if running is None else running[:, :, None]
-        inputs = x[:, :longest].transpose(0, 1).reshape(longest * batch, x.shape[2])  # time-major
-        xp = torch.addmm(self.bias, inputs, self.weight_ih.t()).view(longest, batch, -1)  # W x_t + b: one GEMM
-        s0 = x.new_zeros(batch, self.hidden_size) if state is None else state
-        weight = self.weight_hh if self.weight_im is None else torch.cat([self.weight_hh, self.weight_im])
-        norm, gamma, given_mean, given_std = self.norm, None, None, None
-        if norm is not None:
-            gamma = norm.weight
-            if not norm.training:  # the running estimates of each step
-                slots = torch.arange(longest, device=x.device).clamp(max=norm.max_length - 1)
-                given_mean, given_std = norm.running_mean[slots], torch.sqrt(norm.running_var[slots] + norm.eps)
-        states, mean, var = fast.residual_recurrence(
-            xp, s0, weight, mask, self.activation_name, self.output_activation_name, self.fast_gated,
-            self.weight_im is not None, which, gamma, given_mean, given_std)
-        if norm is not None and norm.training:
-            counts = running.sum(1) if running is not None else torch.full((longest,), batch, device=x.device)
-            norm.update_running(mean, var, counts)
-        outputs = states if mask is None else torch.where(mask, states, 0.0)
-        outputs = outputs.transpose(0, 1)  # [batch, time, hidden]
-        if longest < total_length:
-            outputs = F.pad(outputs, (0, 0, 0, total_length - longest))
-        return outputs, states[-1]
-
+        return fast.run_layer(self, self.fast_spec, which, x, lengths, state)
 
 
 @register_cell("res_rnn")
@@ -168,8 +147,8 @@ class ResRNN(RecurrentStack):
                  output_activation: str = "identity", projection: str = "identity", batch_norm: bool = False,
                  batch_norm_max_length: int = 100):
         options = dict(
-            activation=validation.one_of("activation", activation, tuple(fast.ACTIVATION)),
-            output_activation=validation.one_of("output_activation", output_activation, tuple(fast.OUTPUT_ACTIVATION)),
+            activation=validation.one_of("activation", activation, fast.ACTIVATIONS),
+            output_activation=validation.one_of("output_activation", output_activation, fast.OUTPUT_ACTIVATIONS),
             projection=validation.one_of("projection", projection, ("identity", "linear")),
             batch_norm=bool(validation.one_of("batch_norm", batch_norm, (False, True))),
             batch_norm_max_length=validation.positive_int("batch_norm_max_length", batch_norm_max_length),

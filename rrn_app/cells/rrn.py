@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rrn_app import validation
-from rrn_app.cells.fused import FusedLayer
+from rrn_app.cells.torch_rnns import FusedLayer
 from rrn_app.cells.recurrence import Recurrence
 from rrn_app.cells.registry import register_cell
 from rrn_app.cells.stack import RecurrentStack

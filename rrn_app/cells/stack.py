@@ -2,7 +2,7 @@
 
 A cell is a stack of single-layer, single-direction recurrences, each made by `make_layer(input_size,
 hidden_size)`: a `Recurrence` (recurrence.py), or a fused PyTorch kernel behind the same call
-`layer(x, lengths, state) -> (outputs zero past each length, final state)` (fused.FusedLayer). With
+`layer(x, lengths, state) -> (outputs zero past each length, final state)` (torch_rnns.FusedLayer). With
 z^(0) = x and h^(l) the output of layer l:
 
     z^(l) = h^(l) = [fwd_l(d(z^(l-1))) ; bwd_l(d(z^(l-1)))]        l = 1 .. num_layers

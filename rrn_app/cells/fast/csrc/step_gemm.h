@@ -1,0 +1,61 @@
+// The per-step GEMM: x W^T for every step of a call with one weight W.
+//
+// Default: at::mm_out (MKL on CPU). Float32 on CPU with both sides of the weight >= 256: oneDNN's matmul (torch's
+// mkldnn::_linear_pointwise) with the weight reordered into oneDNN's blocked layout once per call of the op —
+// what torch.nn.LSTM's CPU kernel (oneDNN's RNN) gets; below 256 it is no faster (rrn-bench, docs/speed.md).
+// Reached through the dispatcher, so a torch built without oneDNN keeps at::mm_out. RRN_ONEDNN=0 (read in
+// backends.py, passed in as `allowed`) turns it off.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+namespace rrn {
+
+struct OneDnnOps {
+  std::optional<c10::OperatorHandle> linear = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
+  std::optional<c10::OperatorHandle> reorder =
+      c10::Dispatcher::singleton().findOp({"mkldnn::_reorder_linear_weight", ""});
+};
+
+inline const OneDnnOps& onednn_ops() {
+  static const OneDnnOps ops;
+  return ops;
+}
+
+// Whether oneDNN multiplies by this weight: `allowed` (RRN_ONEDNN), oneDNN present, CPU float32, both sides >= 256
+inline bool use_onednn(const at::Tensor& weight, bool allowed) {
+  const auto& ops = onednn_ops();
+  return allowed && ops.linear.has_value() && ops.reorder.has_value() && weight.device().is_cpu() &&
+         weight.scalar_type() == at::kFloat && weight.dim() == 2 && std::min(weight.size(0), weight.size(1)) >= 256;
+}
+
+class StepProduct {
+ public:
+  StepProduct(const at::Tensor& weight, int64_t batch, bool onednn_allowed) : weight_t_(weight.t()) {
+    if (!use_onednn(weight, onednn_allowed)) return;
+    torch::jit::Stack stack{weight.contiguous(), c10::IValue(batch)};
+    onednn_ops().reorder->callBoxed(&stack);
+    packed_ = stack[0].toTensor();
+  }
+  // (addend +) x weight^T: into `out` (returned) with at::mm_out; a fresh tensor with oneDNN
+  at::Tensor operator()(const at::Tensor& x, at::Tensor& out, const at::Tensor& addend = at::Tensor()) const {
+    if (!onednn()) return addend.defined() ? at::addmm_out(out, addend, x, weight_t_) : at::mm_out(out, x, weight_t_);
+    torch::jit::Stack stack{x, packed_, c10::IValue(), c10::IValue(std::string("none")),
+                            c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue(std::string(""))};
+    onednn_ops().linear->callBoxed(&stack);
+    auto result = stack[0].toTensor();
+    return addend.defined() ? result.add_(addend) : result;
+  }
+  bool onednn() const { return packed_.defined(); }
+
+ private:
+  at::Tensor weight_t_, packed_;
+};
+
+}  // namespace rrn
