@@ -250,3 +250,40 @@ def test_rrn_eval_reads_an_sst_run_from_before_the_vocabulary_option(data_root, 
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     metrics = json.loads(Path(evaluated.stdout.strip().splitlines()[-1]).read_text())["metrics"]
     assert metrics["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
+
+
+# --- Music: a Chung-sized suite --------------------------------------------------------------------------------
+
+
+def music_model_parameters(compose_config, *overrides: str) -> tuple[int, int]:
+    """(cell.hidden_size, parameters of the music model) that `rrn-train <overrides>` would build."""
+    from omegaconf import OmegaConf
+
+    from rrn_app.tasks.music import MusicModel
+
+    config = OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    options = {key: value for key, value in config["task"]["model"].items() if key != "_target_"}
+    model = MusicModel(cell=config["cell"], **options)
+    return config["cell"]["hidden_size"], sum(parameter.numel() for parameter in model.parameters())
+
+
+@pytest.mark.parametrize("cell, hidden_size", [("lstm", 34), ("gru", 41), ("rnn", 78), ("res_rnn", 78),
+                                               ("gres_rnn", 53)])
+def test_the_chung_2014_suite_has_about_20k_parameters_per_cell(compose_config, cell, hidden_size):
+    size, parameters = music_model_parameters(compose_config, "experiment=chung_2014_music", f"cell={cell}")
+    assert size == hidden_size and abs(parameters - 20000) < 250  # Chung et al.: about 20k per model
+    # one unit more or fewer is farther from 20k: each size is the closest
+    for other in (size - 1, size + 1):
+        assert abs(music_model_parameters(compose_config, "task=music", f"cell={cell}",
+                                          f"cell.hidden_size={other}")[1] - 20000) >= abs(parameters - 20000)
+    default = music_model_parameters(compose_config, "task=music", f"cell={cell}")[1]
+    assert default > 1.9 * parameters  # the defaults are larger: 39k (rnn) to 123k (lstm)
+
+
+def test_the_chung_2014_suite_names_its_cells_for_another(compose_config):
+    config = compose_config("experiment=chung_2014_music", "cell=res_lstm")
+    from omegaconf import OmegaConf
+
+    assert "set cell.hidden_size" in str(OmegaConf.to_container(config, resolve=True)["cell"]["hidden_size"])
+    assert music_model_parameters(compose_config, "experiment=chung_2014_music", "cell=res_lstm",
+                                  "cell.hidden_size=20")[0] == 20
