@@ -6,8 +6,8 @@
   order, position and worker seeds (rrn_app/data/resumable.py); the tasks carry their recurrent state.
 - `PlateauCatchUp`: the ReduceLROnPlateau step that Lightning skips when it restarts at an epoch's end.
 - `resume_arguments`: `rrn-train ckpt_path=<run>/checkpoints/last.ckpt` alone resumes that run as it was
-  configured: the run's own overrides (`<run>/.hydra/overrides.yaml`, or the latest resume's) come first,
-  and what the command line gives is applied on top.
+  configured: the overrides of the job that wrote the checkpoint (kept in it by `OverridesInCheckpoint`; for
+  older checkpoints, `<run>/.hydra/overrides.yaml`) come first, and what the command line gives is applied on top.
 - `check_same_model`: a command line that changes the model's shape is a one-line error naming the keys.
 """
 
@@ -80,45 +80,58 @@ def _key(override: str) -> str:
     return override.lstrip("+~").partition("=")[0].strip()
 
 
-def resume_source(ckpt_path: str) -> Path | None:
-    """The overrides file a resume from `ckpt_path` replays: the latest resume's (`<run>/.hydra/resumed-N/`), else
-    the run's own; None when the checkpoint is not in a run folder of rrn-train."""
-    folder = Path(ckpt_path).expanduser().resolve().parent
-    if folder.name != "checkpoints":
+class OverridesInCheckpoint(L.Callback):
+    """Writes the overrides of the job that saves a checkpoint into it (`checkpoint["rrn_overrides"]`): what a
+    later `ckpt_path=` of that checkpoint alone replays. A resumed job's overrides hold the ones it replayed."""
+
+    def __init__(self, overrides: list[str]):
+        self.overrides = [override for override in overrides if _key(override) not in ("ckpt_path", "run_dir")]
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        checkpoint["rrn_overrides"] = list(self.overrides)
+
+
+def saved_overrides(ckpt_path: str) -> list[str] | None:
+    """The overrides a resume from `ckpt_path` replays: those of the job that wrote the checkpoint (kept in it),
+    else, for a checkpoint from before they were kept, the run's `<run>/.hydra/overrides.yaml`; None when
+    neither is there (a checkpoint outside a run folder, or unreadable: rrn-train's own check reports that)."""
+    import yaml
+
+    from rrn_app.checkpoints import read_checkpoint
+
+    path = Path(ckpt_path).expanduser()
+    try:
+        kept = read_checkpoint(path).get("rrn_overrides")
+    except (UserError, AttributeError):
+        kept = None
+    if isinstance(kept, list):
+        return [str(override) for override in kept]
+    folder = path.resolve().parent
+    overrides = folder.parent / ".hydra" / "overrides.yaml"
+    if folder.name != "checkpoints" or not overrides.is_file():
         return None
-    hydra = folder.parent / ".hydra"
-    resumed = sorted((path for path in hydra.glob("resumed-*/overrides.yaml") if path.parent.name[8:].isdigit()),
-                     key=lambda path: int(path.parent.name[8:]))
-    for path in [*reversed(resumed), hydra / "overrides.yaml"]:
-        if path.is_file():
-            return path
-    return None
+    try:
+        return [str(override) for override in yaml.safe_load(overrides.read_text()) or []]
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"cannot read the run's overrides {overrides} ({error}); give the run's options on the "
+                        "command line with ckpt_path=.") from None
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
-    """rrn-train's arguments with, for `ckpt_path=<run>/checkpoints/<x>.ckpt`, the run's own overrides first
-    (those the command line sets again are left out: the command line wins). Unchanged for a multirun, without
-    ckpt_path, or for a checkpoint outside a run folder."""
-    import yaml
-
+    """rrn-train's arguments with, for `ckpt_path=<checkpoint>`, the overrides of the run that wrote it first
+    (those the command line sets again are left out: the command line wins). Unchanged for a multirun or
+    without ckpt_path."""
     if any(argument in ("-m", "--multirun") for argument in argv):
         return argv
     given = [argument for argument in argv if not argument.startswith("-") and "=" in argument]
     ckpt = next((argument.partition("=")[2] for argument in given if _key(argument) == "ckpt_path"), None)
     if not ckpt or ckpt == "null":
         return argv
-    source = resume_source(ckpt)
-    if source is None:
+    saved = saved_overrides(ckpt)
+    if not saved:
         return argv
-    try:
-        saved = yaml.safe_load(source.read_text()) or []
-    except (OSError, yaml.YAMLError) as error:
-        raise UserError(f"cannot read the run's overrides {source} ({error}); give the run's options on the "
-                        "command line with ckpt_path=.") from None
-    overridden = {_key(argument) for argument in given}
-    replayed = [str(override) for override in saved
-                if _key(str(override)) not in overridden | {"ckpt_path", "run_dir"}]
-    return replayed + list(argv)
+    overridden = {_key(argument) for argument in given} | {"ckpt_path", "run_dir"}
+    return [override for override in saved if _key(override) not in overridden] + list(argv)
 
 
 def check_same_model(model, checkpoint_path: str, config: dict, trust: bool = False) -> None:

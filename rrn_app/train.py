@@ -282,7 +282,7 @@ def train(cfg) -> Path:
     from rrn_app.divergence import Diverged
     from rrn_app.launchers import default_threads
     from rrn_app.noise import quiet
-    from rrn_app.resume import PlateauCatchUp, RandomStates, check_same_model
+    from rrn_app.resume import OverridesInCheckpoint, PlateauCatchUp, RandomStates, check_same_model
 
     quiet()  # Lightning's LitLogger tip and its treespec deprecation warning (rrn_app/noise.py)
     threads = default_threads(cfg.threads)  # threads=null in a joblib multirun: cores // n_jobs (rrn_app/launchers.py)
@@ -320,7 +320,7 @@ def train(cfg) -> Path:
         trainer_options["strategy"] = "ddp_find_unused_parameters_true"  # a dropped layer gets no gradient
     logger = make_logger(logger_config, run_dir, config_dict)
     own = [history, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=False)),  # results.json's, rrn-eval's
-           RandomStates(), PlateauCatchUp()]  # a resumed run continues as the uninterrupted one (rrn_app/resume.py)
+           RandomStates(), PlateauCatchUp(), OverridesInCheckpoint(task_overrides())]  # exact resume: rrn_app/resume.py
     checkpoint_io = AtomicCheckpointIO(trust=bool(cfg.get("trust_checkpoint", False)))  # rrn_app/checkpoints.py
     trainer = L.Trainer(**trainer_options, logger=logger, callbacks=[*callbacks, *own], default_root_dir=run_dir,
                         plugins=[checkpoint_io])

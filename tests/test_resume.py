@@ -148,16 +148,19 @@ def test_the_run_s_own_overrides_come_first_and_the_command_line_wins(tmp_path):
     (run / ".hydra").mkdir(parents=True)
     (run / "checkpoints").mkdir()
     (run / ".hydra" / "overrides.yaml").write_text("- task=sst\n- cell.hidden_size=16\n- trainer.max_epochs=3\n")
-    ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = f"ckpt_path={last}"
 
+    # a checkpoint from before the overrides were kept in it: the run's .hydra/overrides.yaml
     assert resume_arguments([ckpt]) == ["task=sst", "cell.hidden_size=16", "trainer.max_epochs=3", ckpt]
     assert resume_arguments([ckpt, "trainer.max_epochs=5"]) == ["task=sst", "cell.hidden_size=16", ckpt,
                                                                  "trainer.max_epochs=5"]
-    (run / ".hydra" / "resumed-1").mkdir()  # a later resume's own overrides replace the first run's
-    (run / ".hydra" / "resumed-1" / "overrides.yaml").write_text("- task=sst\n- trainer.max_epochs=5\n")
-    assert resume_arguments([ckpt]) == ["task=sst", "trainer.max_epochs=5", ckpt]
+    # the overrides of the job that wrote the checkpoint (a resume that trained longer), kept in it, win
+    torch.save({"state_dict": {}, "rrn_overrides": ["task=sst", "cell.hidden_size=16", "trainer.max_epochs=5"]}, last)
+    assert resume_arguments([ckpt]) == ["task=sst", "cell.hidden_size=16", "trainer.max_epochs=5", ckpt]
     assert resume_arguments(["task=sst"]) == ["task=sst"]  # no ckpt_path: nothing replayed
-    assert resume_arguments([f"ckpt_path={tmp_path / 'elsewhere.ckpt'}"]) == [f"ckpt_path={tmp_path / 'elsewhere.ckpt'}"]
+    elsewhere = f"ckpt_path={tmp_path / 'elsewhere.ckpt'}"
+    assert resume_arguments([elsewhere]) == [elsewhere]  # nothing to replay: as given
 
 
 def loader(size=20, batch_size=4, seed=5):
@@ -236,6 +239,43 @@ def test_char_lm_windows_and_music_windows_resume_where_they_stopped():
     music.resume_at(5)
     music.set_epoch(4)  # another epoch: from its start
     assert len(list(music)) == len(music)
+
+
+class WorkerSeeds(torch.utils.data.Dataset):
+    """Item i and the torch seed of the worker process that read it."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, index):
+        return index, torch.initial_seed()
+
+
+def test_persistent_workers_resumed_mid_epoch_read_the_same_batches_with_the_same_seeds():
+    from rrn_app.data.batching import BucketBatchSampler
+    from rrn_app.data.resumable import ResumableLoader
+
+    def make():
+        sampler = BucketBatchSampler(torch.arange(40) % 5 + 1, 4, shuffle=True, seed=2)
+        return ResumableLoader(WorkerSeeds(), batch_sampler=sampler, collate_fn=list, num_workers=2,
+                               persistent_workers=True, seed=7)
+
+    original = make()
+    list(original)  # epoch 0: the workers are made, their seeds drawn
+    original.batch_sampler.set_epoch(1)
+    iterator = iter(original)
+    [next(iterator) for _ in range(3)]
+    state = original.state_dict()
+    rest = list(iterator)
+
+    resumed = make()
+    resumed.load_state_dict(state)
+    iterator = iter(resumed)
+    resumed.batch_sampler.set_epoch(1)
+    again = list(iterator)
+    assert [[index for index, _ in batch] for batch in again] == [[index for index, _ in batch] for batch in rest]
+    seeds = lambda batches: {seed for batch in batches for _, seed in batch}  # noqa: E731
+    assert seeds(again) == seeds(rest)  # which worker reads which batch may differ; rrn's datasets draw nothing
 
 
 def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):

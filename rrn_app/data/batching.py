@@ -72,7 +72,8 @@ class BucketBatchSampler(EpochOrder, Sampler[list[int]]):
         return batches
 
     def __iter__(self):
-        return iter(self._all_batches()[self.rank :: self.num_replicas][self.take_skip() :])
+        # a generator: the order is drawn, and a resume's skip taken, when the first batch is asked for
+        yield from self._all_batches()[self.rank :: self.num_replicas][self.take_skip() :]
 
     def __len__(self) -> int:
         size = len(self.lengths)

@@ -137,7 +137,7 @@ class WindowSampler(EpochOrder, Sampler[list[tuple[int, int]]]):
                 yield [(index, number * self.window) for index in group]
 
     def __iter__(self):
-        return islice(self._windows(), self.take_skip(), None)
+        yield from islice(self._windows(), self.take_skip(), None)  # both when the first window is asked for
 
     def __len__(self) -> int:
         return sum(windows for _, windows in self._groups())

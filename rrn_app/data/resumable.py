@@ -14,7 +14,9 @@ interrupted run continue as if it never stopped:
   never from the global torch generator: iterating a loader takes no draw from the random state that dropout
   uses, and the generator's state at the start of the epoch goes into the checkpoint, so the workers of a
   resumed epoch get the seeds they had (Lightning's `seed_everything(workers=True)` derives every worker's
-  torch, numpy and Python seeds from it).
+  torch, numpy and Python seeds from it); with persistent workers, the seeds they were first made with.
+  Not replayed: what a worker draws itself during an epoch, and which worker reads which batch after a
+  mid-epoch resume (the batches are dealt round-robin from the first one read). rrn's datasets draw nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class EpochOrder:
     """What a resumable sampler shares: the epoch whose order it draws and the batches the next pass skips.
 
     `set_epoch(e)` with a new epoch forgets a pending skip (the resumed epoch was finished); `resume_at(n)`
-    makes the next pass over the current epoch start at its n-th item; `take_skip()` is what `__iter__` calls.
+    makes the next pass over the current epoch start at its n-th item. `__iter__` is a generator that calls
+    `take_skip()` when its first item is asked for (a DataLoader makes an iterator it drops before reading one).
     """
 
     epoch: int = 0
@@ -57,7 +60,7 @@ class InOrder(EpochOrder, Sampler[int]):
         self.size = size
 
     def __iter__(self):
-        return iter(range(min(self.take_skip(), self.size), self.size))
+        yield from range(min(self.take_skip(), self.size), self.size)
 
     def __len__(self) -> int:
         return self.size
@@ -74,7 +77,7 @@ class ResumableLoader(DataLoader):
         super().__init__(dataset, *args, **kwargs)
         self.seed = seed
         self._epoch, self._position = self.order.epoch, 0
-        self._generator_at_start = self.generator.get_state()
+        self._worker_generator = self.generator.get_state()
 
     @property
     def order(self) -> EpochOrder:
@@ -90,19 +93,24 @@ class ResumableLoader(DataLoader):
     def _batches(self):
         order = self.order
         start = order.pending_skip
-        if start and self._resume_generator is not None:
-            self.generator.set_state(self._resume_generator)  # the epoch's worker seeds, as first drawn
+        new_workers = not (self.persistent_workers and self.num_workers > 0 and self._iterator is not None)
+        if self._resume_generator is not None and new_workers and (start or self.persistent_workers):
+            # the seeds the workers reading this batch had: drawn at this epoch's start, or (persistent workers)
+            # when the workers were first made
+            self.generator.set_state(self._resume_generator)
         self._resume_generator = None
+        if new_workers:
+            self._worker_generator = self.generator.get_state()  # torch draws the workers' base seed from it now
         self._epoch, self._position = order.epoch, start
-        self._generator_at_start = self.generator.get_state()
         for batch in super().__iter__():
             self._position += 1
             yield batch
 
     def state_dict(self) -> dict:
-        """The epoch being read, how many of its batches were read, and the generator at its start and now."""
+        """The epoch being read, how many of its batches were read, and the generator as it was when the
+        current workers' seed was drawn and as it is now."""
         return {"epoch": self._epoch, "position": self._position,
-                "generator_at_start": self._generator_at_start, "generator": self.generator.get_state()}
+                "worker_generator": self._worker_generator, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state` (Lightning calls this on resume, before the first batch is asked for)."""
@@ -110,4 +118,4 @@ class ResumableLoader(DataLoader):
         order.set_epoch(int(state["epoch"]))
         order.resume_at(int(state["position"]))
         self.generator.set_state(state["generator"])  # a resume into the next epoch goes on from here
-        self._resume_generator = state["generator_at_start"]  # a resume inside this epoch starts from here
+        self._resume_generator = state["worker_generator"]  # a resume inside the epoch starts from here
