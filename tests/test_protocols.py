@@ -287,3 +287,48 @@ def test_the_chung_2014_suite_names_its_cells_for_another(compose_config):
     assert "set cell.hidden_size" in str(OmegaConf.to_container(config, resolve=True)["cell"]["hidden_size"])
     assert music_model_parameters(compose_config, "experiment=chung_2014_music", "cell=res_lstm",
                                   "cell.hidden_size=20")[0] == 20
+
+
+# --- IMDB: full-length evaluation ------------------------------------------------------------------------------
+
+
+def imdb(data_root, tmp_path, **options):
+    from rrn_app.data.imdb import IMDBDataModule
+
+    module = IMDBDataModule(root=str(data_root), validation_size=10, cache_dir=str(tmp_path / "cache"), **options)
+    module.setup()
+    return module
+
+
+def test_imdb_evaluates_at_full_length_with_eval_max_length_null(data_root, tmp_path):
+    cut = imdb(data_root, tmp_path, max_length=50)
+    full = imdb(data_root, tmp_path, max_length=50, eval_max_length=None)
+    uncut = imdb(data_root, tmp_path, max_length=None)
+    assert cut.eval_max_length == 50  # by default validation and test are cut as training is
+    assert int(cut.lengths["test"].max()) == 50 < int(uncut.lengths["test"].max())
+    for split in ("validation", "test"):  # full length: every token of every review, as with no cut at all
+        assert full.splits[split]["ids"] == uncut.splits[split]["ids"]
+    assert full.splits["train"]["ids"] == cut.splits["train"]["ids"]  # training is still cut
+    assert full.vocabulary.itos == cut.vocabulary.itos == uncut.vocabulary.itos  # the cut never changes it
+    shorter = imdb(data_root, tmp_path, max_length=None, eval_max_length=30)
+    assert int(shorter.lengths["test"].max()) == 30 and int(shorter.lengths["train"].max()) > 30
+    for bad in (0, "all", True):
+        with pytest.raises(InvalidOption, match="eval_max_length"):
+            imdb(data_root, tmp_path, eval_max_length=bad)
+
+
+@pytest.mark.slow
+def test_rrn_eval_scores_an_imdb_checkpoint_at_full_length(data_root, tmp_path):
+    run = run_dir_of(run_cli(
+        "rrn-train", "task=imdb", "cell=gru", "threads=1", "cell.hidden_size=8", "task.data.validation_size=10",
+        "task.data.min_freq=1", "task.data.max_length=20", "trainer.limit_train_batches=2", "trainer.max_epochs=1",
+        "logger=none", "trainer.enable_progress_bar=false", f"data.root={data_root}",
+        f"hydra.run.dir={tmp_path / 'run'}"))
+    results = json.loads((run / "results.json").read_text())
+    for override in ("task.data.max_length=null", "task.data.eval_max_length=null"):
+        evaluated = run_cli("rrn-eval", f"ckpt={results['best_checkpoint']}", "threads=1", f"data.root={data_root}",
+                            override)
+        assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+        report = json.loads(Path(evaluated.stdout.strip().splitlines()[-1]).read_text())
+        assert report["config"]["task"]["data"][override.split(".")[-1].split("=")[0]] is None
+        assert 0 <= report["metrics"]["test/acc"] <= 1

@@ -10,6 +10,10 @@ Tokenisation (`tokenize`): HTML line breaks `<br />` become spaces, text is lowe
 into words, clitics as GloVe/PTB split them (`don't` -> `do n't`, `it's` -> `it 's`) and single punctuation
 marks. A review longer than `max_length` tokens keeps its last `max_length` tokens (`keep=end`, as Keras'
 `pad_sequences` truncates by default; reviews tend to end on the verdict) or its first (`keep=start`).
+Validation and test reviews are cut the same way unless `eval_max_length` says otherwise: `null` evaluates every
+review at full length (the protocol of papers that do not truncate the test set), a number cuts them there.
+`rrn-eval ckpt=... task.data.max_length=null` evaluates any IMDB checkpoint at full length (the vocabulary does
+not depend on the cut).
 """
 
 from __future__ import annotations
@@ -96,10 +100,18 @@ class IMDBDataModule(WordDataModule):
     def __init__(self, root: str = "data", batch_size: int = 32, max_length: int | None = 400, keep: str = "end",
                  validation_size: int = 2500, split_seed: int = 0, lowercase: bool = True, min_freq: int = 5,
                  max_vocab: int | None = None, vectors: str | None = None, embedding_dim: int = 64,
-                 cache_dir: str | None = None, num_workers: int = 0, seed: int = 0):
+                 cache_dir: str | None = None, num_workers: int = 0, seed: int = 0,
+                 eval_max_length: int | str | None = "max_length"):
         super().__init__()
         self.batch_size = validation.positive_int("batch_size", batch_size)
         self.max_length = None if max_length is None else validation.positive_int("max_length", max_length)
+        if eval_max_length == "max_length":  # validation and test cut as training is
+            eval_max_length = self.max_length
+        elif eval_max_length is not None and (isinstance(eval_max_length, bool) or not isinstance(eval_max_length, int)
+                                              or eval_max_length <= 0):
+            raise validation.InvalidOption("eval_max_length", eval_max_length, "must be max_length (cut validation and "
+                                           "test as training), null (full length) or a positive number of tokens")
+        self.eval_max_length = eval_max_length
         self.keep = validation.one_of("keep", keep, ("end", "start"))
         self.validation_size = validation.positive_int("validation_size", validation_size)
         if validation_size >= 25000:
@@ -133,13 +145,15 @@ class IMDBDataModule(WordDataModule):
         training_part = raw_train.column("tokens").take(self.split_indices["train"])  # held-out words excluded
         self.vocabulary = Vocabulary.build(training_part, self.min_freq, self.max_vocab)
 
-        def encoded(table):
-            ids = self.vocabulary.encode_column(table.column("tokens"), self.max_length, self.keep)
+        def encoded(table, max_length):
+            ids = self.vocabulary.encode_column(table.column("tokens"), max_length, self.keep)
             return pa.table({"ids": ids, "label": table.column("label")})
 
-        train = encoded(raw_train)
+        train = encoded(raw_train, self.max_length)
+        validation_rows = (train.take(held_out) if self.eval_max_length == self.max_length
+                           else encoded(raw_train.take(held_out), self.eval_max_length))
         self.splits = {"train": in_memory_dataset(train.take(self.split_indices["train"])),
-                       "validation": in_memory_dataset(train.take(held_out)),
-                       "test": in_memory_dataset(encoded(raw_test))}
+                       "validation": in_memory_dataset(validation_rows),
+                       "test": in_memory_dataset(encoded(raw_test, self.eval_max_length))}
         self.lengths = {split: list_lengths(arrow_table(data).column("ids")) for split, data in self.splits.items()}
         self.load_embeddings()
