@@ -332,3 +332,28 @@ def test_rrn_eval_scores_an_imdb_checkpoint_at_full_length(data_root, tmp_path):
         report = json.loads(Path(evaluated.stdout.strip().splitlines()[-1]).read_text())
         assert report["config"]["task"]["data"][override.split(".")[-1].split("=")[0]] is None
         assert 0 <= report["metrics"]["test/acc"] <= 1
+
+
+# --- the published numbers: each beside like for like only ----------------------------------------------------
+
+
+def test_published_rows_are_shown_only_beside_runs_of_their_protocol():
+    from rrn_app.report.published import PUBLISHED, published_for
+
+    atis = published_for("atis", [{"task.name": "atis"}])  # rrn's ATIS: Goo et al.'s 4,478 / 500 / 893 split
+    assert atis and {entry.citation.split(" ")[0] for entry in atis} == {"Goo"}
+    yue_atis = [entry for entry in PUBLISHED if entry.task == "atis" and entry.citation.startswith("Yue")]
+    assert len(yue_atis) == 5 and all("DIFFERENT SPLIT" in entry.ours for entry in yue_atis)
+    assert all("3,000 / 1,000 / 1,000" in entry.protocol.split for entry in yue_atis)
+
+    shakespeare = {"task.name": "char_lm", "task.dataset": "tinyshakespeare"}
+    assert published_for("char_lm", [{**shakespeare, "task.data.split": [0.9, 0.05, 0.05]}]) == []
+    (nanogpt,) = published_for("char_lm", [{**shakespeare, "task.data.split": [0.9, 0.1, 0.0]}])
+    assert nanogpt.value == 1.4697 and "protocol=nanogpt" in nanogpt.ours and not nanogpt.matches
+
+    sst = published_for("sst", [{"task.name": "sst", "task.data.classes": 5}])
+    (best,) = [entry for entry in sst if entry.value == 50.6]
+    assert "ranked on TEST" in best.ours and "TEST" in best.protocol.selection
+    chung = [entry for entry in PUBLISHED if entry.citation.startswith("Chung")]
+    assert chung and all("chung_2014_music" in entry.ours and "first of each piece" in entry.ours
+                         for entry in chung)

@@ -220,8 +220,9 @@ def test_a_missing_path_is_a_one_line_error(tmp_path):
 def test_published_rows_follow_the_dataset_of_the_groups(dataset_key):
     from rrn_app.report.published import published_for
 
-    settings = {"task.name": "char_lm", dataset_key: "tinyshakespeare"}
+    settings = {"task.name": "char_lm", dataset_key: "tinyshakespeare", "task.data.split": [0.9, 0.1, 0.0]}
     assert [entry.value for entry in published_for("char_lm", [settings])] == [1.4697]
+    assert published_for("char_lm", [{**settings, "task.data.split": [0.9, 0.05, 0.05]}]) == []  # another split
     assert published_for("char_lm", [{**settings, dataset_key: "ptb_char"}]) == []
     music = published_for("music", [{"task.name": "music", "task.dataset": "jsb_chorales"}])
     assert {entry.citation.split(",")[0] for entry in music} == {"Yue", "Chung"}
