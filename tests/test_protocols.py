@@ -357,3 +357,36 @@ def test_published_rows_are_shown_only_beside_runs_of_their_protocol():
     chung = [entry for entry in PUBLISHED if entry.citation.startswith("Chung")]
     assert chung and all("chung_2014_music" in entry.ours and "first of each piece" in entry.ours
                          for entry in chung)
+
+
+def test_skip_first_frame_leaves_each_pieces_first_frame_out_of_validation_and_test(compose_config):
+    from omegaconf import OmegaConf
+
+    from rrn_app.tasks.music import MusicModel
+
+    config = OmegaConf.to_container(compose_config("task=music", "cell=gru", "cell.hidden_size=8"), resolve=True)
+    options = {key: value for key, value in config["task"]["model"].items() if key != "_target_"}
+    assert options["skip_first_frame"] is False  # the default counts every frame
+    torch.manual_seed(0)
+    targets = (torch.rand(2, 5, 88) < 0.1).float()
+    lengths = torch.tensor([5, 3])
+    inputs = torch.cat([torch.zeros(2, 1, 88), targets[:, :-1]], 1)
+    batch = {"inputs": inputs, "targets": targets, "lengths": lengths}
+    scores, weights = {}, None
+    for skip in (False, True):  # the same weights, scored both ways
+        model = MusicModel(cell=config["cell"], **{**options, "skip_first_frame": skip, "dropout": 0.0}).eval()
+        weights = weights or model.state_dict()
+        model.load_state_dict(weights)
+        with torch.no_grad():
+            model.test_step(batch, 0)
+        scores[skip] = float(model.metrics["test/"].compute()["nll"])
+    with torch.no_grad():
+        conditions, _ = model(inputs, lengths)
+        nll = model.output_layer.nll(conditions, targets, None)  # [batch, time] per-frame NLL
+    real = torch.arange(5)[None, :] < lengths[:, None]
+    assert scores[False] == pytest.approx(float(nll[real].sum() / 8), rel=1e-5)  # all 8 frames
+    later = real.clone()
+    later[:, 0] = False
+    assert scores[True] == pytest.approx(float(nll[later].sum() / 6), rel=1e-5)  # 8 frames less the 2 first
+    with pytest.raises(InvalidOption, match="skip_first_frame"):
+        MusicModel(cell=config["cell"], **{**options, "skip_first_frame": "yes"})

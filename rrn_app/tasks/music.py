@@ -9,7 +9,8 @@ layer to 88 logits, binary cross-entropy), or `nade`, RNN-NADE's autoregressive 
 Metrics (`FrameMetrics`), over all frames of a split (frame-weighted, not piece-weighted):
 - `nll`: negative log-likelihood in nats per time step, summed over the 88 keys, as Boulanger-Lewandowski et
   al. (2012) and Chung et al. (2014) report it. Every frame counts, the first of each piece included (predicted
-  from the zero frame and the zero state), as in Boulanger-Lewandowski et al.
+  from the zero frame and the zero state), as in Boulanger-Lewandowski et al.; with `skip_first_frame`,
+  validation and test leave each piece's first frame out, as TCN's evaluation (Bai et al. 2018) does.
 - `frame_acc`: the frame-level accuracy of Bay et al. (2009), TP / (TP + FP + FN) summed over all frames,
   a key predicted on where its probability exceeds 0.5 (nade: key by key, given the keys predicted before it).
 
@@ -112,8 +113,10 @@ class MusicModel(L.LightningModule):
                  optimizer: str = "adam", lr: float = 1e-2, weight_decay: float = 0.0, lr_decay: float | None = 0.5,
                  lr_patience: int = 1, sample_every_epoch: bool = True, sample_length: int = 64,
                  sample_temperature: float = 1.0, sample_prime: str = "valid:0:16", sample_seed: int = 0,
-                 sample_audio: str = "best_last", output: str = "independent", nade_hidden: int = 150):
+                 sample_audio: str = "best_last", output: str = "independent", nade_hidden: int = 150,
+                 skip_first_frame: bool = False):
         super().__init__()
+        validation.one_of("skip_first_frame", skip_first_frame, (True, False))
         validation.one_of("output", output, OUTPUTS)
         validation.positive_int("nade_hidden", nade_hidden)
         validation.one_of("dataset", dataset, tuple(DATASETS))
@@ -189,16 +192,23 @@ class MusicModel(L.LightningModule):
         self.log_dict({f"{stage}/{name}": value.float() for name, value in values.items()}, prog_bar=stage == "val")
         self.metrics[f"{stage}/"].reset()
 
+    def _evaluated(self, conditions: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Validation/test's frames to score: all, or with `skip_first_frame` each piece's frames after its first."""
+        if not self.hparams.get("skip_first_frame"):
+            return conditions, batch
+        return conditions[:, 1:], {**batch, "targets": batch["targets"][:, 1:],
+                                   "lengths": (batch["lengths"] - 1).clamp(min=0)}
+
     def validation_step(self, batch, batch_index):
         conditions, _ = self(batch["inputs"], batch["lengths"])
-        self._score("val", conditions, batch)
+        self._score("val", *self._evaluated(conditions, batch))
 
     def on_validation_epoch_end(self):
         self._log_metrics("val")
 
     def test_step(self, batch, batch_index):
         conditions, _ = self(batch["inputs"], batch["lengths"])
-        self._score("test", conditions, batch)
+        self._score("test", *self._evaluated(conditions, batch))
 
     def on_test_epoch_end(self):
         self._log_metrics("test")
