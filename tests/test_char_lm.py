@@ -272,7 +272,7 @@ def test_missing_data_names_the_path_or_falls_back_to_the_embedded_copy(tmp_path
 @pytest.mark.parametrize("override, message", [
     ("task.data.seq_length=0", "task.data.seq_length=0 is not allowed: must be a positive integer"),
     ("task.data.dataset=shakespeare", "task.data.dataset='shakespeare' is not allowed: must be one of"),
-    ("task.data.split=[0.9,0.2,0.05]", "task.data.split=[0.9, 0.2, 0.05] is not allowed: must be three positive"),
+    ("task.data.split=[0.9,0.2,0.05]", "task.data.split=[0.9, 0.2, 0.05] is not allowed: must be three fractions"),
     ("task.model.dropout=1.0", "task.model.dropout=1.0 is not allowed"),
     ("cell.bidirectional=true", "cell.bidirectional=true is not allowed: a language model reads left to right"),
 ])
