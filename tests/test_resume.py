@@ -1,7 +1,7 @@
 """Exact resume: a run killed with SIGKILL and resumed with `rrn-train ckpt_path=<run>/checkpoints/<x>.ckpt` alone
 ends bit-identical to the run that was never interrupted (trainer.deterministic=true), for sst, char_lm and music,
 whether it was killed in the middle of an epoch (resumed from a checkpoint written every few training steps) or
-right after one (resumed from last.ckpt). Plus the pieces that make it so: the loaders' state, the replayed
+right after one (resumed from last.ckpt); also sst on two DDP processes killed mid-epoch. Plus the pieces that make it so: the loaders' state, the replayed
 config, and the one-line error for a resume that changes the model's shape.
 
 `KillAt` is the test's own callback: it kills its process (SIGKILL, no clean-up) at a training step or at the
@@ -52,6 +52,8 @@ TASKS = {
     "music": ["task=music", "trainer.max_epochs=4", "task.data.batch_size=4", "task.data.window=20",
               "task.model.lr=0.2", "task.model.sample_every_epoch=false"],
 }
+# two CPU processes (DDP): each rank its own random states and its share of the batches
+DDP = {"sst_ddp": [*TASKS["sst"], "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]}
 KILLER = ["+callbacks.kill._target_=test_resume.KillAt"]
 EVERY_4_STEPS = ["+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
                  "+callbacks.steps.dirpath=${run_dir}/checkpoints", '+callbacks.steps.filename="step{step}"',
@@ -94,8 +96,8 @@ def uninterrupted(data_root, tmp_path_factory):
     def run(task: str) -> Path:
         if task not in made:
             folder = tmp_path_factory.mktemp(f"{task}-whole")
-            made[task] = run_dir_of(train(*TINY, *TASKS[task], f"data.root={data_root}", f"hydra.run.dir={folder / 'run'}",
-                                          cwd=folder))
+            made[task] = run_dir_of(train(*TINY, *{**TASKS, **DDP}[task], f"data.root={data_root}",
+                                          f"hydra.run.dir={folder / 'run'}", cwd=folder))
         return made[task]
 
     return run
@@ -105,9 +107,18 @@ def uninterrupted(data_root, tmp_path_factory):
 @pytest.mark.parametrize("kill", sorted(KILLS))
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_a_run_killed_and_resumed_ends_as_the_uninterrupted_run(task, kill, uninterrupted, data_root, tmp_path):
+    kill_and_resume(task, kill, uninterrupted, data_root, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_ddp_run_killed_mid_epoch_and_resumed_ends_as_the_uninterrupted_run(uninterrupted, data_root, tmp_path):
+    kill_and_resume("sst_ddp", "mid_epoch", uninterrupted, data_root, tmp_path)
+
+
+def kill_and_resume(task, kill, uninterrupted, data_root, tmp_path):
     point, extra, resume_from = KILLS[kill]
     run = tmp_path / "run"
-    killed = train(*TINY, *TASKS[task], f"data.root={data_root}", f"hydra.run.dir={run}", *KILLER, *extra,
+    killed = train(*TINY, *{**TASKS, **DDP}[task], f"data.root={data_root}", f"hydra.run.dir={run}", *KILLER, *extra,
                    cwd=tmp_path, kill=point)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (run / "results.json").exists()
