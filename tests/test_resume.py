@@ -1,8 +1,9 @@
 """Exact resume: a run killed with SIGKILL and resumed with `rrn-train ckpt_path=<run>/checkpoints/<x>.ckpt` alone
 ends bit-identical to the run that was never interrupted (trainer.deterministic=true), for sst, char_lm and music,
 whether it was killed in the middle of an epoch (resumed from a checkpoint written every few training steps) or
-right after one (resumed from last.ckpt); also sst on two DDP processes killed mid-epoch. Plus the pieces that make it so: the loaders' state, the replayed
-config, and the one-line error for a resume that changes the model's shape.
+right after one (resumed from last.ckpt); also sst on two DDP processes killed mid-epoch. Plus the pieces that
+make it so: the loaders' state, the replayed config, and the one-line error for a resume that changes the
+model's shape.
 
 `KillAt` is the test's own callback: it kills its process (SIGKILL, no clean-up) at a training step or at the
 start of an epoch when RRN_TEST_KILL_AT says so, and does nothing otherwise (the resumed run has it too).
