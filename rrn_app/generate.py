@@ -16,11 +16,11 @@ it saves; on a busy machine, much more). Measured in docs/speed.md ("Sampling sp
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import sys
 from pathlib import Path
 
+from rrn_app import keyvalue
 from rrn_app.validation import UserError
 
 COMMON_OPTIONS = {"length": 500, "temperature": 1.0, "top_k": None, "seed": 0, "prime": None}
@@ -68,26 +68,14 @@ def unused_stem(directory: Path, name: str, suffixes: tuple[str, ...]) -> Path:
 
 
 def parse_arguments(arguments: list[str]) -> dict:
-    """key=value arguments -> {key: the value as written}."""
-    options = {}
-    for argument in arguments:
-        key, sep, value = argument.partition("=")
-        if not sep or not key:
-            raise UserError(f"expected key=value, got {argument!r}. {USAGE}")
-        options[key] = value
-    return options
+    """key=value arguments -> {key: the value as written} (the parser rrn-bench shares: rrn_app/keyvalue.py)."""
+    return keyvalue.split(arguments, USAGE)
 
 
 def typed(value: str, default):
-    """A command-line value as YAML types it (null, 0.8, 200, false), or as written where the default is text."""
-    import yaml
-
-    if isinstance(default, str):
-        return value
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
+    """A command-line value typed YAML-style (null, 0.8, 200, false: keyvalue.parse_value), or as written where the
+    default is text."""
+    return keyvalue.typed(value, keyvalue.Option(default, str if isinstance(default, str) else None))
 
 
 def read_checkpoint(path: Path, trust: bool = False) -> dict:
@@ -135,13 +123,7 @@ def generate(arguments: list[str]) -> list[Path]:
     checkpoint = read_checkpoint(path, trust)
     cls = module_class(checkpoint, path)
     defaults = {**COMMON_OPTIONS, **getattr(cls, "GENERATE_OPTIONS", {})}
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        known = ["ckpt", *defaults, "threads", "out", "trust_checkpoint"]
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f" Did you mean {close[0]}=?" if close else ""
-        raise UserError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}.{hint} "
-                        f"Known options: {', '.join(known)}.")
+    keyvalue.check_keys(sorted(options), ["ckpt", *defaults, "threads", "out", "trust_checkpoint"], quote=False)
     options = {**defaults, **{key: value if key == "prime" else typed(value, defaults[key])  # prime: text as written
                               for key, value in options.items()}}
     model = load_module(cls, path, trust)
@@ -175,7 +157,7 @@ def thread_count(value: str) -> int | None:
 
 
 def main() -> None:
-    if any(argument in ("-h", "--help", "help") for argument in sys.argv[1:]):
+    if keyvalue.wants_help(sys.argv[1:]):
         print(HELP, end="")
         sys.exit(0)
     try:

@@ -202,7 +202,7 @@ def test_data_mode_help_exits_0(capsys):
 
 
 def test_a_task_without_its_data_is_reported_not_a_crash(tmp_path, capsys):
-    from rrn_app import bench_data
+    from rrn_app.bench import data as bench_data
 
     settings = bench_data.parse_arguments(["mode=data", "tasks=atis", f"data.root={tmp_path}", "cache=warm"])
     report = bench_data.run(settings, log=lambda line: None)
@@ -213,7 +213,7 @@ def test_a_task_without_its_data_is_reported_not_a_crash(tmp_path, capsys):
 
 
 def test_a_crashed_run_is_reported_by_its_error_line_not_hydras_hint():
-    from rrn_app.bench_data import failure
+    from rrn_app.bench.data import failure
 
     crash = ("Traceback (most recent call last):\n  File \"x.py\", line 1\nhydra.errors.InstantiationException: "
              "Error in call to target 'X':\nModuleNotFoundError('no rich')\nfull_key: callbacks.rich_progress_bar\n")
@@ -221,3 +221,77 @@ def test_a_crashed_run_is_reported_by_its_error_line_not_hydras_hint():
                               "ModuleNotFoundError('no rich')")
     assert failure("noise\nrrn-train: error: atis not found: /x/atis\n") == "rrn-train: error: atis not found: /x/atis"
     assert failure("") is None
+
+
+# --- baselines of the cell's shape, and paths rrn-bench cannot tell ----------------------------------------------
+
+
+class OwnKernelCell(torch.nn.Module):
+    """A plugin-style cell: two layers by default and its own recurrence (no torch.nn RNN, no Recurrence inside)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 2, bidirectional: bool = False,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.projection = torch.nn.Linear(input_size, hidden_size * (2 if bidirectional else 1))
+
+    def forward(self, x, lengths=None, state=None):
+        outputs = torch.cumsum(self.projection(x), dim=1).tanh()
+        return outputs, outputs[:, -1]
+
+
+@pytest.fixture
+def own_kernel_cell():
+    from rrn_app.cells import registry
+
+    registry.register_cell("test_own_kernel")(OwnKernelCell)
+    yield "test_own_kernel"
+    registry._CELLS.pop("test_own_kernel", None)
+
+
+def labels_and_options(settings_argv: list[str]) -> list[dict]:
+    return [{model.label: model.options for model in group} for group in bench.model_list(bench.parse_arguments(
+        settings_argv))]
+
+
+def test_baselines_take_the_layer_count_and_direction_of_the_cell_under_test(own_kernel_cell):
+    """A two-layer default is met by two-layer baselines, labelled so; a direction given to the cell reaches them."""
+    assert labels_and_options([f"cells={own_kernel_cell}"]) == [{
+        "nn.LSTM[num_layers=2]": {"num_layers": 2}, "nn.GRU[num_layers=2]": {"num_layers": 2},
+        own_kernel_cell: {}}]
+    assert labels_and_options([f"cells={own_kernel_cell}", f"{own_kernel_cell}.bidirectional=true"]) == [{
+        "nn.LSTM[num_layers=2,bidirectional=True]": {"num_layers": 2, "bidirectional": True},
+        "nn.GRU[num_layers=2,bidirectional=True]": {"num_layers": 2, "bidirectional": True},
+        f"{own_kernel_cell}[bidirectional=True]": {"bidirectional": True}}]
+    # set for every cell by cell.<option>: the command line shows it, the labels stay plain
+    assert labels_and_options([f"cells={own_kernel_cell}", "cell.num_layers=3"]) == [{
+        "nn.LSTM": {"num_layers": 3}, "nn.GRU": {"num_layers": 3}, own_kernel_cell: {"num_layers": 3}}]
+    [group] = bench.model_list(bench.parse_arguments([f"cells={own_kernel_cell}", "cell.bidirectional=true"]))
+    lstm = bench.build(group[0], 4, 5, "cpu", torch.float32, 0)
+    assert isinstance(lstm, torch.nn.LSTM) and lstm.num_layers == 2 and lstm.bidirectional
+
+
+def test_cells_of_different_shapes_are_each_compared_with_baselines_of_their_own(own_kernel_cell):
+    [group] = bench.model_list(bench.parse_arguments([f"cells=res_rnn,{own_kernel_cell}", "res_rnn.num_layers=1"]))
+    assert [(model.label, model.reference) for model in group] == [
+        ("nn.LSTM", "nn.LSTM"), ("nn.GRU", "nn.LSTM"), ("res_rnn[num_layers=1]", "nn.LSTM"),
+        ("nn.LSTM[num_layers=2]", "nn.LSTM[num_layers=2]"), ("nn.GRU[num_layers=2]", "nn.LSTM[num_layers=2]"),
+        (own_kernel_cell, "nn.LSTM[num_layers=2]")]
+
+
+def test_a_path_rrn_bench_cannot_tell_is_unknown_and_its_ratio_is_to_its_own_baseline(own_kernel_cell, tmp_path,
+                                                                                       capsys):
+    model = bench.Model(own_kernel_cell, own_kernel_cell, {}, None)
+    model.module = bench.build(model, 4, 4, "cpu", torch.float32, 0)
+    assert bench.path_of(model, torch.randn(2, 3, 4)) == "unknown"  # not "aten": nothing of ATen's RNNs inside
+    bench.main([f"cells=res_rnn,{own_kernel_cell}", "res_rnn.num_layers=1", "batch=2", "length=3", "input=4",
+                "hidden=4", "threads=1", "warmup=1", "repeats=3", "mode=train", "memory=false", f"out={tmp_path}"])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    rows = {row["cell"]: row for row in report["rows"]}
+    assert rows[own_kernel_cell]["path"] == "unknown" and rows["res_rnn[num_layers=1]"]["path"] != "unknown"
+    two_layer_lstm = rows["nn.LSTM[num_layers=2]"]["train"]["tokens_per_second"]
+    # against the two-layer nn.LSTM of its group, not the one-layer one of res_rnn
+    assert rows[own_kernel_cell]["train"]["ratio_to_lstm"] == pytest.approx(
+        rows[own_kernel_cell]["train"]["tokens_per_second"] / two_layer_lstm)
+    assert rows["nn.LSTM[num_layers=2]"]["train"]["ratio_to_lstm"] == 1.0
+    note = f"Path unknown for {own_kernel_cell}: "
+    assert note in (tmp_path / "bench.md").read_text() and note in capsys.readouterr().out

@@ -6,7 +6,7 @@
 Time to first batch is taken from the real command, started afresh as a user starts it:
 
     rrn-train task=<task> cell=lstm threads=1 logger=none data.root=<root> data.cache_dir=<cache> trainer.max_epochs=1
-        +callbacks.first_batch._target_=rrn_app.bench_data.FirstBatchClock +callbacks.first_batch.path=<file>
+        +callbacks.first_batch._target_=rrn_app.bench.data.FirstBatchClock +callbacks.first_batch.path=<file>
 
 The callback notes the time when rrn-train has made its callbacks (after Python's start, the imports and the
 config), when fitting starts (after the data are read, the vocabulary and embeddings built, the model and the
@@ -46,12 +46,15 @@ from pathlib import Path
 
 import lightning as L
 
+from rrn_app.keyvalue import KeyValueParser, Option
 from rrn_app.validation import UserError
 
 TASKS = ("sst", "atis", "imdb", "char_lm", "music")
 CACHES = ("cold", "warm")
 DEFAULTS = {"mode": "data", "tasks": ",".join(TASKS), "cache": ",".join(CACHES), "data.root": "data",
             "batches": "100", "cell": "lstm", "threads": "1", "timeout": "900", "out": ""}
+PARSER = KeyValueParser({key: Option(default, str) for key, default in DEFAULTS.items()}, __doc__,
+                        usage="(rrn-bench mode=data --help lists the keys)", noun="setting", context=" for mode=data")
 PHASES = ("startup_s", "setup_s", "first_batch_s")  # launch -> callbacks made -> fit start -> first batch
 
 
@@ -110,19 +113,7 @@ def _names(key: str, text: str, known: tuple[str, ...]) -> list[str]:
 
 
 def parse_arguments(argv: list[str]) -> Settings:
-    values = dict(DEFAULTS)
-    for argument in argv:
-        if argument in ("-h", "--help", "help"):
-            print(__doc__)
-            raise SystemExit(0)
-        key, sep, value = argument.partition("=")
-        if not sep:
-            raise UserError(f"arguments are key=value, got {argument!r} (rrn-bench mode=data --help lists the keys)")
-        if key not in values:
-            close = difflib.get_close_matches(key, list(values), n=1)
-            hint = f" Did you mean {close[0]}=?" if close else ""
-            raise UserError(f"unknown setting {key!r} for mode=data.{hint} Known: {', '.join(values)}.")
-        values[key] = value
+    values = PARSER.parse(argv)
     if values["mode"] != "data":
         raise UserError(f"mode={values['mode']!r}: this is rrn-bench's data mode (mode=data)")
     try:
@@ -151,7 +142,7 @@ def train_command(task: str, settings: Settings, cache: Path, clock: Path) -> li
     return [*rrn_train(), f"task={task}", f"cell={settings.cell}", f"threads={settings.threads}", "logger=none",
             f"data.root={settings.root}", f"data.cache_dir={cache / 'datasets'}", "trainer.max_epochs=1",
             "trainer.enable_progress_bar=false", f"hydra.run.dir={cache / 'run'}",
-            "+callbacks.first_batch._target_=rrn_app.bench_data.FirstBatchClock",
+            "+callbacks.first_batch._target_=rrn_app.bench.data.FirstBatchClock",
             f"+callbacks.first_batch.path={clock}"]
 
 
@@ -265,7 +256,7 @@ def loading(task: str, settings: Settings, cache: Path) -> dict:
 
 
 def run(settings: Settings, log=print) -> dict:
-    from rrn_app.bench import machine
+    from rrn_app.bench.report import machine
 
     started = dict(time=time.strftime("%Y-%m-%d %H:%M:%S %Z"), loadavg=list(os.getloadavg()))
     rows = []
@@ -368,7 +359,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """rrn-bench's entry for mode=data (rrn_app.bench.main hands it the arguments)."""
+    """rrn-bench's entry for mode=data (rrn_app.bench.cli.main hands it the arguments)."""
     try:
         settings = parse_arguments(argv)
         report = run(settings)
