@@ -18,7 +18,7 @@ from conftest import REPO, run_cli
 from rrn_app.command_line import remove_unused_run_dir
 from rrn_app.config import check_options, choices
 from rrn_app.validation import InvalidOption, UserError, check_annotated_options, describe_type, fits
-from test_registry import make_plugin
+from helpers import make_plugin
 
 # --- what an annotation allows ----------------------------------------------------------------------------------
 

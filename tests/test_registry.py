@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 from torch import nn
 
-from conftest import run_cli, run_dir_of
+from helpers import make_plugin, run_cli
 from rrn_app.cells import UnknownCellError, get_cell, list_cells, register_cell
 from rrn_app.cells import registry
 
@@ -48,16 +47,6 @@ def test_register_and_get_a_new_cell():
         assert info.options()["scale"] == 1.0 and info.summary == "Returns its input."
     finally:
         del registry._CELLS["test_identity_cell"]
-
-
-def make_plugin(root, distribution: str, module: str, body: str, entry_points: dict[str, str]):
-    """A throwaway installed package: its module and a dist-info with entry_points.txt on a sys.path folder."""
-    (root / f"{module}.py").write_text(textwrap.dedent(body))
-    info = root / f"{distribution.replace('-', '_')}-0.3.dist-info"  # the name as installers write it
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.3\n")
-    lines = "\n".join(f"{name} = {value}" for name, value in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[rrn_app.cells]\n{lines}\n")
 
 
 PLUGIN_CELL = """
@@ -107,20 +96,3 @@ def test_rrn_cells_does_not_import_lightning():
     code = "import sys, rrn_app.cells.cli as c; c.describe(); print('lightning' in sys.modules, 'hydra' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["False", "False"], result.stderr
-
-
-@pytest.mark.slow
-def test_plugin_cell_trains_from_the_command_line_with_its_options(tmp_path, data_root):
-    """No yaml ships with the plugin: its config comes from the registry (Hydra's ConfigStore)."""
-    plugins = tmp_path / "site"
-    plugins.mkdir()
-    make_plugin(plugins, "rrn-toy", "rrn_toy", PLUGIN_CELL, {"toy_tanh": "rrn_toy"})
-    result = run_cli(
-        "rrn-train", "task=sst", "cell=toy_tanh", "cell.gain=0.5", "cell.hidden_size=16", f"data.root={data_root}",
-        "task.data.train_on=sentences", "trainer.max_epochs=1", "trainer.limit_train_batches=5", "logger=none",
-        "trainer.enable_progress_bar=false", env={"PYTHONPATH": str(plugins)}, cwd=tmp_path, timeout=300,
-    )
-    results = json.loads((run_dir_of(result) / "results.json").read_text())
-    assert results["cell"] == "toy_tanh"
-    assert results["config"]["cell"] == {"name": "toy_tanh", "hidden_size": 16, "num_layers": 1, "dropout": 0.0,
-                                         "bidirectional": False, "gain": 0.5}

@@ -129,14 +129,29 @@ def test_backward_direction_reads_each_sequence_reversed_within_its_length(confi
     torch.testing.assert_close(final_output(outputs, LENGTHS, bidirectional=True), torch.cat([h_n[0], h_n[1]], dim=1))
 
 
-def test_residual_option_adds_each_layer_input_to_its_output_after_the_first():
-    """x^(2) = h^(1), x^(l+1) = x^(l) + h^(l): res_lstm's stacking, for any cell."""
-    cell = get_cell("res_rnn")(input_size=5, hidden_size=6, num_layers=3, residual=True).eval()
+def layer_outputs(cell, index: int, x):
+    """The outputs of layer `index` of a one-direction cell, run by itself on x."""
+    layers = cell.rnn.layers if hasattr(cell, "rnn") else cell.layers  # lstm/gru wrap a RecurrentStack
+    layer = layers[index]
+    return (layer[0] if isinstance(layer, torch.nn.ModuleList) else layer)(x)[0]
+
+
+@pytest.mark.parametrize("name, options, scale", [
+    ("res_lstm", {}, 1.0),
+    ("res_lstm", dict(keep_prob=0.5), 0.5),  # stochastic depth: at evaluation each residual is scaled by keep_prob
+    ("res_rnn", dict(residual=True), 1.0),
+    ("gru", dict(residual=True), 1.0),
+])
+def test_residual_stream_is_rebuilt_by_hand_from_the_layers(name, options, scale):
+    """x^(2) = h^(1), x^(l+1) = x^(l) + keep_prob h^(l): res_lstm's stacking, and residual=true's for any cell."""
+    torch.manual_seed(0)
+    cell = get_cell(name)(input_size=5, hidden_size=6, num_layers=3, **options).eval()
     x = torch.randn(2, 4, 5)
-    stream = cell.layers[0][0](x)[0]
-    for (layer,) in cell.layers[1:]:
-        stream = stream + layer(stream)[0]
+    stream = layer_outputs(cell, 0, x)
+    for index in (1, 2):
+        stream = stream + scale * layer_outputs(cell, index, stream)
     torch.testing.assert_close(cell(x)[0], stream)
+    torch.testing.assert_close(cell(x)[0], cell(x)[0])  # no randomness at evaluation
 
 
 def test_lstm_with_residual_is_res_lstm():
@@ -453,24 +468,35 @@ def test_cells_gradcheck_on_padded_batches(config):
     ("rrn", dict(layer_sizes=80), "layer_sizes"),
     ("rrn", dict(skip=0), "skip"),
     ("rrn", dict(dropout=1.0), "dropout"),
+    ("res_lstm", dict(hidden_size=0), "hidden_size"),
+    ("res_lstm", dict(num_layers=-1), "num_layers"),
+    ("res_lstm", dict(dropout=1.0), "dropout"),
+    ("res_lstm", dict(keep_prob=0.0), "keep_prob"),
+    ("res_lstm", dict(keep_prob=1.5), "keep_prob"),
+    ("res_lstm", dict(timestep_keep_prob=-0.1), "timestep_keep_prob"),
 ])
 def test_out_of_range_options_name_the_option(name, options, key):
     with pytest.raises(InvalidOption, match=rf"^{key}=.* not allowed"):
-        get_cell(name)(input_size=4, hidden_size=8, **options)
+        get_cell(name)(input_size=4, **{"hidden_size": 8, **options})
 
 
-@pytest.mark.parametrize("overrides", [
-    ["cell=res_rnn", "cell.batch_norm=true", "cell.residual=true"],
-    ["cell=rrn", "cell.layer_sizes=[16,24]", "cell.bidirectional=true"],
+@pytest.mark.parametrize("overrides, built", [
+    (["cell=res_rnn", "cell.batch_norm=true", "cell.residual=true"],
+     lambda cell: (cell.links == {2: 1} and any(isinstance(m, RecurrentBatchNorm) for m in cell.modules())
+                   and not cell.bidirectional)),
+    (["cell=rrn", "cell.layer_sizes=[16,24]", "cell.bidirectional=true"],
+     lambda cell: cell.layer_sizes == [16, 24] and cell.bidirectional and cell.output_size == 48),
 ])
 @pytest.mark.slow
-def test_new_cells_train_on_sst(compose_config, data_root, overrides):
+def test_new_cells_train_on_sst_and_the_saved_model_has_their_options(compose_config, data_root, quick, overrides,
+                                                                      built):
+    from rrn_app.tasks.classifier import SequenceClassifier
     from rrn_app.train import train
 
     cfg = compose_config("task=sst", *overrides, f"data.root={data_root}", "cell.hidden_size=16",
-                         "task.data.train_on=sentences", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-                         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "logger=none",
-                         "trainer.enable_progress_bar=false")
+                         "task.data.train_on=sentences", *quick)
     results = json.loads((train(cfg) / "results.json").read_text())
-    assert results["cell"] == overrides[0].split("=")[1]
-    assert 0 <= results["metrics"]["test/acc"] <= 1 and results["train_tokens_per_second"] > 0
+    assert results["cell"] == overrides[0].split("=")[1] and results["status"] == "finished"
+    model = SequenceClassifier.load_from_checkpoint(results["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert type(model.encoder) is get_cell(results["cell"]) and built(model.encoder)
+    assert model.classifier.in_features == model.encoder.output_size
