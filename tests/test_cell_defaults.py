@@ -18,6 +18,7 @@ from rrn_app.cells import UnknownCellError, build_cell, get_cell, list_cells, op
 from rrn_app.cells.cli import describe
 from rrn_app.config import CELL_DEFAULTS, cell_node, config_dir
 from rrn_app.validation import InvalidOption, UserError
+from indrnn_source import indrnn_registered  # noqa: F401 (autouse: the plugin from its source)
 
 EVERY_CELL = ["gres_rnn", "gru", "indrnn", "lstm", "res_lstm", "res_rnn", "rnn", "rrn"]
 

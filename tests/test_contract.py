@@ -20,6 +20,7 @@ from rrn_app.cells import registry
 from rrn_app.cells.cli import main as rrn_cells
 from rrn_app.cells.stack import reverse_within_lengths
 from rrn_app.testing import RULES, CellContractError, check_cell, contract_results
+from indrnn_source import indrnn_registered  # noqa: F401 (autouse: the plugin from its source)
 
 BUILT_IN = [
     ("rnn", {}), ("lstm", {}), ("gru", {}), ("res_lstm", {}), ("rrn", {}), ("res_rnn", {}), ("gres_rnn", {}),
