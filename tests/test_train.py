@@ -73,12 +73,14 @@ def test_missing_data_names_the_path_and_how_to_get_it(compose_config, tmp_path)
     assert f"rrn-data get atis root={tmp_path / 'nowhere'}" in message and "\n" not in message
 
 
-def test_bf16_on_a_cpu_without_it_is_a_clear_error(compose_config, data_root, monkeypatch):
+def test_bf16_on_a_cpu_without_it_is_a_clear_error(compose_config, tmp_path, monkeypatch):
+    """Refused before any data is read: the data root here does not even exist."""
     import torch
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     with pytest.raises(UserError, match="bf16-mixed on CPU .* lacks bfloat16 support"):
-        train(compose_config(f"data.root={data_root}", *QUICK, "trainer.precision=bf16-mixed", "trainer.accelerator=cpu"))
+        train(compose_config(f"data.root={tmp_path / 'nowhere'}", *QUICK, "trainer.precision=bf16-mixed",
+                             "trainer.accelerator=cpu"))
 
 
 @pytest.mark.parametrize("argument, expected", [
