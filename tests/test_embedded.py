@@ -137,3 +137,17 @@ def test_a_missing_dataset_that_is_not_embedded_names_the_path_and_rrn_data_get(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(MissingDataError, match=rf"`rrn-data get {name}`"):  # the default root needs no root=
         locate.dataset_root("data", name)
+
+
+def test_the_default_vectors_path_prefers_the_full_glove_that_rrn_data_get_writes(tmp_path, cache):
+    from rrn_app.data.text import require_vectors
+
+    default = tmp_path / "glove" / "glove.6B.50d.filtered.txt.gz"  # conf/task/sst.yaml's vectors under data.root
+    embedded = require_vectors(default)
+    assert embedded != default and embedded.is_file()  # nothing there: the embedded rows
+    full = tmp_path / "glove" / "glove.6B.50d.txt.gz"  # rrn_app.data.prepare.GLOVE_FILE
+    full.parent.mkdir()
+    full.write_bytes(b"")
+    assert require_vectors(default) == full
+    default.write_bytes(b"")
+    assert require_vectors(default) == default  # the configured file itself wins

@@ -119,12 +119,19 @@ def _user() -> str:
         return os.environ.get("USERNAME", "user")
 
 
+FULL_GLOVE_FILE = "glove.6B.50d.txt.gz"  # rrn_app.data.prepare.GLOVE_FILE
+
+
 def vectors_fallback(path: str | Path) -> Path | None:
-    """For a missing `<root>/glove/<GloVe file>` (task.data.vectors' default): the embedded GloVe rows, else None."""
+    """For a missing `<root>/glove/<GloVe file>` (task.data.vectors' default): the full GloVe file `rrn-data get glove`
+    wrote beside it, else the embedded GloVe rows; None for any other path."""
     path = Path(path)
     glove = get_dataset("glove")
     relative = glove.files[0]
     if path.is_file() or path.as_posix() != relative and not path.as_posix().endswith("/" + relative):
         return None
+    full = path.with_name(FULL_GLOVE_FILE)  # what `rrn-data get glove` writes: all 400k rows, preferred
+    if full.is_file():
+        return full
     root = path.parents[len(Path(relative).parts) - 1]
     return dataset_root(root, "glove") / relative
