@@ -145,3 +145,45 @@ def test_adding_a_key_that_a_component_reads_is_accepted(in_repo, argument):
 def test_a_key_without_plus_names_the_key_it_probably_meant(in_repo):
     with pytest.raises(UserError, match="unknown option lr"):
         preflight(["lr=0.1"])
+
+
+STRICT_CELL = """
+    from torch import nn
+    from rrn_app import validation
+    from rrn_app.cells import register_cell
+
+    @register_cell("strict")
+    class Strict(nn.Module):
+        '''A plugin cell that checks its own option and refuses inputs longer than `max_steps` while training.'''
+
+        def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, bidirectional=False,
+                     scale: float = 1.0, max_steps: int = 1000):
+            super().__init__()
+            self.scale = validation.positive_float("scale", scale)
+            self.max_steps = max_steps
+            self.rnn = nn.RNN(input_size, hidden_size, batch_first=True)
+            self.output_size, self.bidirectional = hidden_size, False
+
+        def forward(self, x, lengths=None, state=None):
+            if x.shape[1] > self.max_steps:
+                raise validation.UserError(f"strict: {x.shape[1]} steps is more than cell.max_steps={self.max_steps}")
+            outputs, state = self.rnn(x, state)
+            return outputs * self.scale, state
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option, expected", [
+    # the cell's constructor rejects the value: the early check names the full key
+    ("cell.scale=-2.0", "rrn-train: error: cell.scale=-2.0 is not allowed"),
+    # a UserError raised inside train(), in the middle of the first training step
+    ("cell.max_steps=1", "rrn-train: error: strict: "),
+])
+def test_a_user_error_from_a_cell_is_one_line_and_exit_2(tmp_path, data_root, quick, option, expected):
+    from helpers import make_plugin
+
+    make_plugin(tmp_path, "rrn-strict", "rrn_strict", STRICT_CELL, {"strict": "rrn_strict"})
+    result = run_cli("rrn-train", "task=sst", "cell=strict", "cell.hidden_size=8", "task.data.train_on=sentences",
+                     f"data.root={data_root}", *quick, option, f"hydra.run.dir={tmp_path / 'run'}",
+                     env={"PYTHONPATH": str(tmp_path)}, cwd=tmp_path, timeout=300)
+    assert one_error_line(result).startswith(expected), result.stderr[-2000:]

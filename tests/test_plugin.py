@@ -85,6 +85,11 @@ def test_installed_plugin_trains_on_sst_with_its_options_reaching_the_cell(plugi
     assert layer.hidden_size == 16 and layer.activation is torch.tanh
     assert layer.recurrent_max == pytest.approx(4.0 ** (1 / 2))  # clip_gain ** (1 / clip_steps)
     assert checkpoint["state_dict"]["encoder.layers.2.1.weight_hh"].shape == (16,)
+    # trained with the clip options: each u starts uniform in [0, 4 ** (1 / 2) = 2] and is clipped to 2; with
+    # clip_gain's default it could not pass 2 ** (1 / 2) = 1.41 (1.011 with both defaults). Of the 96 values,
+    # none above 1.5 has a chance of 0.75 ** 96 = 1e-12.
+    recurrent = torch.cat([value for key, value in checkpoint["state_dict"].items() if key.endswith("weight_hh")])
+    assert 1.5 < recurrent.abs().max() <= 2.0 + 1e-6
 
 
 def test_indrnn_matches_its_reference_and_gets_the_shared_options(indrnn):
