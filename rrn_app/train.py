@@ -298,6 +298,9 @@ def train(cfg) -> Path:
         if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
             fold_into_resumed_run(hydra_dir, resumed)  # now, so a run rejected below leaves no stray folder
     run_dir = Path(cfg.run_dir)
+    from rrn_app import ddp
+
+    ddp.install(run_dir / "checkpoints")  # a DDP rank that dies ends the job in one line (rrn_app/ddp.py)
     from rrn_app.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
     from rrn_app.run_folders import check_fresh_run_dir, make_run_dir
 
@@ -320,7 +323,8 @@ def train(cfg) -> Path:
         trainer_options["strategy"] = "ddp_find_unused_parameters_true"  # a dropped layer gets no gradient
     logger = make_logger(logger_config, run_dir, config_dict)
     own = [history, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=False)),  # results.json's, rrn-eval's
-           RandomStates(), PlateauCatchUp(), OverridesInCheckpoint(task_overrides())]  # exact resume: rrn_app/resume.py
+           RandomStates(), PlateauCatchUp(), OverridesInCheckpoint(task_overrides()),  # exact resume: rrn_app/resume.py
+           ddp.RankLossWatch()]
     checkpoint_io = AtomicCheckpointIO(trust=bool(cfg.get("trust_checkpoint", False)))  # rrn_app/checkpoints.py
     trainer = L.Trainer(**trainer_options, logger=logger, callbacks=[*callbacks, *own], default_root_dir=run_dir,
                         plugins=[checkpoint_io])

@@ -1,0 +1,132 @@
+"""DDP rank loss: when one process of a multi-process run dies, the whole job ends within a second or two with
+one line naming the rank that died, and a non-zero exit.
+
+Without this, a rank killed with SIGKILL leaves the others to gloo: the survivor's next collective fails with a
+"Connection reset by peer" traceback (or waits up to the process group's 30-minute timeout), and Lightning's
+child-process observer, which looks every 5 seconds, SIGKILLs the launcher with a log line at best.
+
+Two watchers, each a daemon thread polling a few times a second:
+- in the launching process (rank 0), `watch_children` replaces Lightning's observer: when a child rank has
+  exited with a non-zero status, it prints the line, SIGKILLs the other ranks and exits with status 1;
+- in every other rank, `watch_parent` (started as rrn-train begins) notices that its launcher, rank 0, is gone
+  (its parent process id changes): local rank 1 prints the line, and each rank exits with status 1.
+A survivor whose collective fails first waits in `RankLossWatch.on_exception` for its watcher to decide.
+
+The line says which checkpoint holds the last good state (checkpoints are written atomically:
+rrn_app/checkpoints.py) and the `ckpt_path=` that resumes from it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+
+POLL_SECONDS = 0.2
+WAIT_ON_ERROR_SECONDS = 3.0  # how long a failed collective waits for the watcher to see a dead rank
+
+_checkpoints: Path | None = None  # the run's checkpoint folder, for the line
+
+
+def how_it_ended(returncode: int) -> str:
+    """'killed by SIGKILL' or 'exited with status 3'."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def last_good_checkpoint() -> str:
+    """Where the run can resume from, as the end of the line."""
+    found = []
+    if _checkpoints is not None and _checkpoints.is_dir():
+        found = sorted((p for p in _checkpoints.glob("*.ckpt") if p.is_file()), key=lambda p: p.stat().st_mtime)
+        last = _checkpoints / "last.ckpt"
+        if last.is_file():
+            found.append(last)
+    if not found:
+        return "no checkpoint had been written yet"
+    return f"the last good checkpoint is intact; resume with: rrn-train ckpt_path={found[-1].resolve()}"
+
+
+def _end(message: str | None) -> None:
+    """Print the one line (if this process is the one to say it) and leave at once: no teardown, no
+    collective that could wait on the dead rank."""
+    if message:
+        print(f"rrn-train: error: {message}; {last_good_checkpoint()}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def watch_children(child_processes: list[subprocess.Popen]) -> None:
+    """In the launching process (rank 0): watch the ranks it started (Lightning's `procs`, rank i + 1 at
+    index i); one that exits non-zero ends the job. Replaces Lightning's `_launch_process_observer`."""
+    node = int(os.environ.get("NODE_RANK", "0"))
+    first = node * (len(child_processes) + 1)  # global rank of this node's rank 0
+
+    def run() -> None:
+        while True:
+            time.sleep(POLL_SECONDS)
+            codes = [process.poll() for process in child_processes]
+            if all(code == 0 for code in codes):
+                return  # every child finished its job
+            for index, (process, code) in enumerate(zip(child_processes, codes)):
+                if code:
+                    for other in child_processes:
+                        if other.poll() is None:
+                            other.send_signal(signal.SIGKILL)
+                    _end(f"DDP rank {first + index + 1} (PID {process.pid}) {how_it_ended(code)}; stopped the job")
+
+    threading.Thread(target=run, name="rrn-ddp-children", daemon=True).start()
+
+
+def watch_parent() -> None:
+    """In a rank that Lightning's launcher started (LOCAL_RANK > 0): when the launcher, rank 0 of this node, is
+    gone, end this rank too. Only local rank 1 prints the line, so the job shows one."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if local_rank == 0 or not any(a.startswith("hydra.job.name=train_ddp_process_") for a in sys.argv):
+        return  # not a rank Lightning's launcher started (torchrun, SLURM: their agent is the parent)
+    parent = os.getppid()
+    node = int(os.environ.get("NODE_RANK", "0"))
+    name = "DDP rank 0" if node == 0 else f"DDP local rank 0 of node {node}"
+
+    def run() -> None:
+        while os.getppid() == parent:
+            time.sleep(POLL_SECONDS)
+        _end(f"{name} (PID {parent}) died; stopped the job" if local_rank == 1 else None)
+
+    threading.Thread(target=run, name="rrn-ddp-parent", daemon=True).start()
+
+
+def install(checkpoints: Path) -> None:
+    """Arm the watchers for this rrn-train process: the launcher's child watcher replaces Lightning's observer
+    (it is called as the launcher starts the other ranks), and a started rank watches its launcher."""
+    global _checkpoints
+    _checkpoints = Path(checkpoints)
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    if hasattr(subprocess_script, "_launch_process_observer"):  # the hook Lightning 2.x's launcher calls
+        subprocess_script._launch_process_observer = watch_children
+    watch_parent()
+
+
+class RankLossWatch(L.Callback):
+    """When training fails in a multi-process run, give the watchers a moment: if a rank died, the failure is
+    its consequence (a collective that lost its peer) and the watcher's one line replaces the traceback."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        from rrn_app.validation import UserError
+
+        if trainer.world_size <= 1 or isinstance(exception, UserError) or not isinstance(exception, RuntimeError):
+            return  # gloo's lost peer is a RuntimeError (DistBackendError); a diverged run's stop is not
+        deadline = time.monotonic() + WAIT_ON_ERROR_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)  # a watcher that fires ends the process (os._exit) during this sleep
