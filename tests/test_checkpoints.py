@@ -68,6 +68,7 @@ def crafted(tmp_path) -> tuple[Path, Path]:
     return path, marker
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("program, argument", [("rrn-generate", "ckpt"), ("rrn-eval", "ckpt"),
                                                ("rrn-train", "ckpt_path")])
 def test_a_crafted_checkpoint_is_refused_in_one_line_and_runs_nothing(crafted, tmp_path, program, argument):

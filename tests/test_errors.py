@@ -62,6 +62,7 @@ def test_an_empty_sst_dev_file_names_dev_not_train(data_root, tmp_path):
     assert "train" not in message.replace("train.txt", "")
 
 
+@pytest.mark.slow
 def test_ckpt_path_to_a_missing_checkpoint_is_one_line_and_leaves_no_folder(tmp_path):
     missing = tmp_path / "runs" / "old" / "checkpoints" / "last.ckpt"
     result = run_cli("rrn-train", *TINY, f"ckpt_path={missing}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
@@ -92,6 +93,7 @@ def read_only_folder(tmp_path):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["proc", "file_in_the_way", "no_permission", "multirun_proc"])
 def test_a_run_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path, read_only_folder, case):
     (tmp_path / "a_file").write_text("in the way")

@@ -34,6 +34,7 @@ def test_the_run_of_a_checkpoint_and_the_next_free_name(tmp_path):
     assert leaf_keys({"a": 1, "b": {"c": 2, "d": {"e": 3}}}) == ["a", "b.c", "b.d.e"]
 
 
+@pytest.mark.slow
 def test_help_and_bad_arguments_are_one_line(tmp_path):
     help_text = run_cli("rrn-eval", "--help")
     assert help_text.returncode == 0 and help_text.stdout.startswith("usage: rrn-eval ckpt=")

@@ -87,12 +87,14 @@ def test_missing_corrupt_and_non_generative_checkpoints(tmp_path):
         generate(["oops"])
 
 
+@pytest.mark.slow
 def test_command_line_errors_exit_2_without_a_traceback(tmp_path):
     result = run_cli("rrn-generate", f"ckpt={tmp_path / 'none.ckpt'}")
     assert result.returncode == 2
     assert "rrn-generate: error: checkpoint not found" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_sample_with_threads_given(char_lm_run, tmp_path):
     [path] = generate([f"ckpt={char_lm_run / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path}", "length=20", "threads=2",
                        "top_k=1"])

@@ -130,6 +130,7 @@ def test_installed_plugins_pass_the_check():
     check_plugins(["hydra/launcher=basic", "cell=lstm", "hparams_search=null"])  # nothing to install
 
 
+@pytest.mark.slow
 def test_rrn_train_without_the_joblib_plugin_stops_with_one_line(tmp_path):
     hide = ("import sys; sys.modules['hydra_plugins.hydra_joblib_launcher'] = None; "
             "sys.argv = ['rrn-train', '-m', 'hydra/launcher=joblib', 'seed=1,2']; "

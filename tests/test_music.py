@@ -244,6 +244,7 @@ def test_samples_go_to_wandb_only_when_that_logger_is_on(tmp_path):
     assert log_to_wandb(None, []) is False and log_to_wandb(CSVLogger(tmp_path), []) is False
 
 
+@pytest.mark.slow
 def test_samples_are_logged_to_an_offline_wandb_run(tmp_path):
     """The picture and the audio reach the W&B run's media (offline: no server)."""
     from lightning.pytorch.loggers import WandbLogger

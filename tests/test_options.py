@@ -78,6 +78,7 @@ def test_fitting_options_pass():
                                           "flag": True, "anything": object(), "_target_": "x.Toy"})
 
 
+@pytest.mark.slow
 def test_every_shipped_config_passes_its_own_checks(compose_config):
     """Each task with each cell, and each experiment: the defaults we ship fit their constructors."""
     for task in choices("task"):
@@ -112,6 +113,7 @@ def rejected(result, *parts: str, folder: Path) -> None:
     assert not folder.exists(), sorted(folder.rglob("*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arguments, parts", [
     (["cell.bidirectional=maybe"], ["cell.bidirectional='maybe' is not allowed: must be true or false"]),
     (["cell=res_rnn", "cell.activation=1"], ["cell.activation=1 is not allowed: must be a string"]),
@@ -130,6 +132,7 @@ def test_bad_options_on_the_command_line(tmp_path, arguments, parts):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_plugin_gets_the_checks_from_its_signature_alone(tmp_path):
     """A third-party cell with nothing but annotations: `gate_bias: float` given `abc`, a Literal given a typo."""
     make_plugin(tmp_path, "rrn-gated", "rrn_gated", GATED_PLUGIN, {"gated": "rrn_gated"})
@@ -165,6 +168,7 @@ GATED_PLUGIN = """
 """
 
 
+@pytest.mark.slow
 def test_the_indrnn_plugin_option_given_a_word(tmp_path):
     """The example plugin (plugins/rrn-indrnn), found through its entry point: `clip_gain: float` given `abc`."""
     (tmp_path / "rrn_indrnn").symlink_to(REPO / "plugins" / "rrn-indrnn" / "rrn_indrnn")
@@ -175,6 +179,7 @@ def test_the_indrnn_plugin_option_given_a_word(tmp_path):
     rejected(result, "cell.clip_gain='abc' is not allowed: must be a number", folder=tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_run_rejected_inside_training_leaves_no_folder(data_root, tmp_path):
     """A value its annotation allows but the data module refuses: the run folder Hydra made is removed again."""
     result = run_cli("rrn-train", "task.data.batch_size=-4", f"data.root={data_root}", "logger=none",
@@ -205,6 +210,7 @@ def test_task_dataset_picks_the_dataset_of_every_multi_dataset_task(compose_conf
     assert cfg.task.dataset == dataset and cfg.task.data.dataset == dataset
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, dataset", [("char_lm", "ptb_char"), ("music", "nottingham")])
 def test_the_old_key_still_works_with_a_deprecation_line(task, dataset):
     result = run_cli("rrn-train", f"task={task}", f"task.data.dataset={dataset}", "--cfg", "job")
@@ -215,6 +221,7 @@ def test_the_old_key_still_works_with_a_deprecation_line(task, dataset):
     assert cfg.task.dataset == dataset and cfg.task.data.dataset == dataset
 
 
+@pytest.mark.slow
 def test_cfg_job_shows_resolved_values(tmp_path):
     result = run_cli("rrn-train", "--cfg", "job", "task=char_lm", f"data.root={tmp_path}")
     assert result.returncode == 0, result.stderr

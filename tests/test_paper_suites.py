@@ -106,6 +106,7 @@ def test_results_md_gives_one_multirun_and_one_report_per_suite():
                                        and "glob(pradhan_longpre_sst_*)" in experiments)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [c for c in documented_commands() if c[0] == "rrn-train"],
                          ids=lambda command: next(a for a in command if a.startswith("experiment=")))
 def test_each_documented_multirun_passes_rrn_trains_checks(command):

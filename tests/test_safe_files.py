@@ -79,6 +79,7 @@ def test_the_restricted_unpickler_refuses_before_anything_runs(crafted_root):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_rrn_train_on_a_crafted_music_pickle_fails_in_one_line_and_runs_nothing(crafted_root, tmp_path):
     root, marker, name = crafted_root
     result = run_cli("rrn-train", "task=music", "task.dataset=jsb_chorales", f"data.root={root}", "threads=1",

@@ -95,6 +95,7 @@ def test_each_job_of_a_sweep_is_composed_and_checked(arguments, message):
     assert message in str(error.value)
 
 
+@pytest.mark.slow
 def test_a_misspelt_value_in_a_sweep_list_on_the_command_line(tmp_path):
     result = run_cli("rrn-train", "-m", "task=sst", "cell=lstm,res_lstn", "seed=1,2", cwd=tmp_path)
     assert result.returncode == 2

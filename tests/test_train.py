@@ -83,6 +83,7 @@ def test_bf16_on_a_cpu_without_it_is_a_clear_error(compose_config, tmp_path, mon
                              "trainer.accelerator=cpu"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argument, expected", [
     ("cell=lstn", "unknown cell 'lstn'. Did you mean cell=lstm? Known cell choices: {cells}."),
     ("task=sts", "unknown task 'sts'. Did you mean task=sst?"),
