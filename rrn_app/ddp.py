@@ -18,6 +18,7 @@ rrn_app/checkpoints.py) and the `ckpt_path=` that resumes from it.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
@@ -101,8 +102,12 @@ def watch_parent() -> None:
     def run() -> None:
         while os.getppid() == parent:
             time.sleep(POLL_SECONDS)
+        if finished.is_set():
+            return  # this rank's job is done; rank 0 may well exit first
         _end(f"{name} (PID {parent}) died; stopped the job" if local_rank == 1 else None)
 
+    finished = threading.Event()
+    atexit.register(finished.set)  # Python is shutting this rank down after its job
     threading.Thread(target=run, name="rrn-ddp-parent", daemon=True).start()
 
 
