@@ -14,15 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_cli, run_dir_of
+from helpers import QUICK, REPO, run_cli, run_dir_of
 from rrn_app.checkpoints import (ALLOWED_GLOBALS, AtomicCheckpointIO, read_checkpoint, remove_stale_temporaries,
                                  write_atomically)
 from rrn_app.train import train
 from rrn_app.validation import UserError
 
-TINY = ["threads=1", "logger=none", "cell.hidden_size=8", "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false"]
+TINY = [*QUICK, "cell.hidden_size=8"]
 TASKS = {"sst": ["task.data.train_on=sentences"], "atis": [], "imdb": ["task.data.validation_size=40"],
          "char_lm": ["task.data.seq_length=20"], "music": ["task.model.sample_length=8"]}
 
