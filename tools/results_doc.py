@@ -52,7 +52,8 @@ def headline() -> str:
         output = group.settings.get("task.model.output") or ("independent" if group.task == "music" else "")
         parameters = group.runs[0].parameters
         lines.append(f"| {group.task} | {group.settings.get('task.dataset') or ''} | `{group.settings.get('cell.name')}` "
-                     f"| {output} | {parameters:,} | {summary.n} | {metric.label} {summary.mean:.3f} ± {summary.sd:.3f} |")
+                     f"| {output} | {parameters:,} | {summary.n} | {metric.label} {summary.mean:.3f}"
+                     + (f" ± {summary.sd:.3f} |" if summary.n > 1 else " (one run) |"))
     return "\n".join(lines)
 
 
