@@ -73,10 +73,20 @@ def _unreadable(path: Path, error: Exception) -> UserError:
                      "complete? Download it again.")
 
 
-class TarSource(Source):
+class _ListedArchive(Source):
+    """An archive whose members were checked and listed once, when it was opened."""
+
     def __init__(self, path: Path):
         super().__init__(path)
         self._names: list[str] = []
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+
+class TarSource(_ListedArchive):
+    def __init__(self, path: Path):
+        super().__init__(path)
         try:
             with tarfile.open(path, "r:*") as archive:
                 for member in archive:
@@ -90,9 +100,6 @@ class TarSource(Source):
         except _BROKEN as error:
             raise _unreadable(path, error) from None
 
-    def names(self) -> list[str]:
-        return list(self._names)
-
     def files(self, wanted):
         try:
             with tarfile.open(self.path, "r:*") as archive:
@@ -104,10 +111,9 @@ class TarSource(Source):
             raise _unreadable(self.path, error) from None
 
 
-class ZipSource(Source):
+class ZipSource(_ListedArchive):
     def __init__(self, path: Path):
         super().__init__(path)
-        self._names: list[str] = []
         try:
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
@@ -118,9 +124,6 @@ class ZipSource(Source):
                         self._names.append(name)
         except _BROKEN as error:
             raise _unreadable(path, error) from None
-
-    def names(self) -> list[str]:
-        return list(self._names)
 
     def files(self, wanted):
         regular = set(self._names)
