@@ -12,7 +12,7 @@ import time
 import lightning as L
 import torch
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 CALLBACKS_HINT = ("callbacks are the `callbacks` config group: add one with "
                   "+callbacks.<name>._target_=<class> (e.g. +callbacks.lr_monitor._target_="

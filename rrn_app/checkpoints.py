@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 # Classes a checkpoint of rrn may hold beyond what weights_only admits by itself (tensors and their storages,
 # OrderedDict, dict, list, tuple, set, str, bytes, int, float, bool, None, torch.Size, dtypes). Every checkpoint

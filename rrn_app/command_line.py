@@ -20,7 +20,7 @@ from pathlib import Path
 from rrn_app.config import (check_group_choices, check_options, choices, config_dir, config_groups, node_class,
                             parse_overrides)
 from rrn_app.launchers import check_plugins
-from rrn_app.validation import UserError, constructor_parameters, unknown_option
+from rrn_app.option_checks import UserError, constructor_parameters, unknown_option
 
 # old key -> new key; the old one still works, with a one-line note
 DEPRECATED_KEYS = {"task.data.dataset": "task.dataset"}

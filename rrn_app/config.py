@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from rrn_app.validation import UserError, check_annotated_options
+from rrn_app.option_checks import UserError, check_annotated_options
 
 # The app-level layer of every cell's config: where rrn-train wants other values than the Python API. A cell's
 # config node (`cell=<name>`) is its constructor's defaults with these on top, for the options the cell has: the
@@ -65,7 +65,7 @@ def cell_node(name: str) -> dict:
     """The config node of `cell=<name>`: `name`, the constructor's defaults, then CELL_DEFAULTS for the options the
     cell has (all of them if it takes **options); "???" (Hydra's missing value) for an option without a default."""
     from rrn_app.cells import cell_info
-    from rrn_app.validation import accepts_any_keyword
+    from rrn_app.option_checks import accepts_any_keyword
 
     info = cell_info(name)
     options = info.options()

@@ -128,7 +128,7 @@ class RankLossWatch(L.Callback):
     its consequence (a collective that lost its peer) and the watcher's one line replaces the traceback."""
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        from rrn_app.validation import UserError
+        from rrn_app.option_checks import UserError
 
         if trainer.world_size <= 1 or isinstance(exception, UserError) or not isinstance(exception, RuntimeError):
             return  # gloo's lost peer is a RuntimeError (DistBackendError); a diverged run's stop is not

@@ -15,7 +15,7 @@ import math
 import lightning as L
 import torch
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 FIX = ("lower the learning rate (task.model.lr=...) or clip the gradients (trainer.gradient_clip_val=1.0); "
        "callbacks.divergence.patience=N skips up to N bad steps in a row")
@@ -40,7 +40,7 @@ class DivergenceGuard(L.Callback):
 
     def __init__(self, patience: int = 0):
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            from rrn_app.validation import InvalidOption
+            from rrn_app.option_checks import InvalidOption
 
             raise InvalidOption("patience", patience, "must be a whole number >= 0 (bad steps skipped in a row)")
         self.patience = patience

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rrn_app import validation
-from rrn_app.validation import UserError
+from rrn_app import option_checks
+from rrn_app.option_checks import UserError
 
 PROTOCOLS = ("nanogpt",)
 NANOGPT = {"eval_iters": 200, "batch_size": 64, "block_size": 256, "window_seed": 1337}  # nanoGPT seeds 1337
@@ -30,9 +30,9 @@ def nanogpt_options(options: dict[str, str]) -> dict[str, int]:
             try:
                 settings[key] = int(value)
             except ValueError:
-                raise validation.InvalidOption(key, value, "must be a whole number") from None
+                raise option_checks.InvalidOption(key, value, "must be a whole number") from None
             if key != "window_seed":
-                validation.positive_int(key, settings[key])
+                option_checks.positive_int(key, settings[key])
     return settings
 
 

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from rrn_app import keyvalue
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 COMMON_OPTIONS = {"length": 500, "temperature": 1.0, "top_k": None, "seed": 0, "prime": None}
 USAGE = ("usage: rrn-generate ckpt=<path> [length=500 temperature=1.0 top_k=null seed=0 prime='...' threads=1 "

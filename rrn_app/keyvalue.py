@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 HELP_FLAGS = ("-h", "--help", "help")
 

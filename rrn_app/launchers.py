@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 EXTRA = "pip install 'rrn[sweep]'"
 

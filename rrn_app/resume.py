@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 
 def random_states() -> dict:

@@ -15,7 +15,7 @@ import errno
 import os
 from pathlib import Path
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 

@@ -13,7 +13,7 @@ import io
 import pickle
 from pathlib import Path
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 # module -> names a data pickle may load. Plain lists, dicts, tuples, strings and numbers need no global at
 # all (they have their own opcodes); protocol-2 pickles name sets, frozensets and some scalars by global.

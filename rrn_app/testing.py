@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rrn_app.validation import InvalidOption, UserError, check_annotated_options, constructor_parameters
+from rrn_app.option_checks import InvalidOption, UserError, check_annotated_options, constructor_parameters
 
 INPUT_SIZE, HIDDEN_SIZE, LENGTHS = 3, 4, (6, 3, 1, 4)  # a batch of four, unsorted, one of full length
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
@@ -368,10 +368,10 @@ def rule_bad_options(subject: _Subject) -> None:
             continue
         except Exception as error:  # refused, but not with rrn's one-line error
             raise CellContractError("bad options rejected", f"{option}={value!r} raises {type(error).__name__}: "
-                                    f"{error}; refuse it with rrn_app.validation's InvalidOption (e.g. "
-                                    "validation.positive_int, dropout_rate)") from None
+                                    f"{error}; refuse it with rrn_app.option_checks's InvalidOption (e.g. "
+                                    "option_checks.positive_int, dropout_rate)") from None
         raise CellContractError("bad options rejected", f"{option}={value!r} is accepted; refuse it with "
-                                                        "rrn_app.validation's InvalidOption")
+                                                        "rrn_app.option_checks's InvalidOption")
 
 
 class _NotApplicable(Exception):

@@ -14,7 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
-from rrn_app.validation import InvalidOption, UserError
+from rrn_app.option_checks import InvalidOption, UserError
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # nothing here may wait on the network
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -16,7 +16,7 @@ from rrn_app.data.atis import ATISDataModule, label_list, pad_tagged_batch
 from rrn_app.tasks.conll import SlotIntentScores, chunk_counts, chunks, precision_recall_f1
 from rrn_app.tasks.tagger import JointSlotIntentTagger, write_conll
 from rrn_app.train import train
-from rrn_app.validation import InvalidOption, MissingDataError, UserError
+from rrn_app.option_checks import InvalidOption, MissingDataError, UserError
 
 
 def scores(gold, predicted, gold_intents=None, predicted_intents=None) -> dict:

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from rrn_app.callbacks import Throughput, ValidationHistory, build_callbacks
 from rrn_app.divergence import DivergenceGuard
 from rrn_app.train import train
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 DEFAULT = ["model_checkpoint", "early_stopping", "throughput", "divergence", "learning_rate_monitor",
            "rich_progress_bar"]

@@ -17,7 +17,7 @@ from torch import nn
 from rrn_app.cells import UnknownCellError, build_cell, get_cell, list_cells, option_help, register_cell, registry
 from rrn_app.cells.cli import describe
 from rrn_app.config import CELL_DEFAULTS, cell_node, config_dir
-from rrn_app.validation import InvalidOption, UserError
+from rrn_app.option_checks import InvalidOption, UserError
 from indrnn_source import indrnn_registered  # noqa: F401 (autouse: the plugin from its source)
 
 EVERY_CELL = ["gres_rnn", "gru", "indrnn", "lstm", "res_lstm", "res_rnn", "rnn", "rrn"]
@@ -201,7 +201,7 @@ def test_rrn_cells_text_shows_python_and_rrn_train_defaults(capsys):
 
 
 def test_a_cell_that_rejects_its_options_stops_rrn_trains_early_check(test_cells, compose_config):
-    from rrn_app import validation
+    from rrn_app import option_checks
     from rrn_app.train import check_cell
 
     @test_cells("test_picky_cell")
@@ -209,7 +209,7 @@ def test_a_cell_that_rejects_its_options_stops_rrn_trains_early_check(test_cells
         def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, heads: int = 2):
             super().__init__()
             if hidden_size % heads:
-                raise validation.InvalidOption("heads", heads, f"must divide hidden_size={hidden_size}")
+                raise option_checks.InvalidOption("heads", heads, f"must divide hidden_size={hidden_size}")
 
     check_cell(compose_config("cell=test_picky_cell").cell)  # 80 % 2 == 0
     with pytest.raises(InvalidOption, match=r"^cell\.heads=3 is not allowed: must divide hidden_size=80$"):

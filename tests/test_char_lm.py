@@ -16,7 +16,7 @@ from rrn_app.cells import BUILT_IN, all_cell_infos
 from rrn_app.data.char_lm import CharLMDataModule, StreamWindows, read_ptb_char
 from rrn_app.tasks.language_model import CharLanguageModel, detach_state
 from rrn_app.train import train
-from rrn_app.validation import InvalidOption, MissingDataError, UserError
+from rrn_app.option_checks import InvalidOption, MissingDataError, UserError
 
 TINY_CELL = {"name": "lstm", "hidden_size": 8, "num_layers": 1}
 

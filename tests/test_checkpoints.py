@@ -18,7 +18,7 @@ from helpers import QUICK, REPO, run_cli, run_dir_of
 from rrn_app.checkpoints import (ALLOWED_GLOBALS, AtomicCheckpointIO, read_checkpoint, remove_stale_temporaries,
                                  write_atomically)
 from rrn_app.train import train
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 TINY = [*QUICK, "cell.hidden_size=8"]
 TASKS = {"sst": ["task.data.train_on=sentences"], "atis": [], "imdb": ["task.data.validation_size=40"],

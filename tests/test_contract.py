@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from conftest import run_cli
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells import registry
 from rrn_app.cells.cli import main as rrn_cells
 from rrn_app.cells.stack import reverse_within_lengths
@@ -65,9 +65,9 @@ class MinGRU(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, dropout: float = 0.0, bidirectional: bool = False):
         super().__init__()
-        self.hidden_size = validation.positive_int("hidden_size", hidden_size)
-        self.dropout = validation.dropout_rate("dropout", dropout)
-        self.bidirectional = bool(validation.one_of("bidirectional", bidirectional, (False, True)))
+        self.hidden_size = option_checks.positive_int("hidden_size", hidden_size)
+        self.dropout = option_checks.dropout_rate("dropout", dropout)
+        self.bidirectional = bool(option_checks.one_of("bidirectional", bidirectional, (False, True)))
         self.num_layers, directions = 1, 2 if bidirectional else 1
         self.output_size = hidden_size * directions
         self.gates = nn.ModuleList(nn.Linear(input_size, 2 * hidden_size) for _ in range(directions))

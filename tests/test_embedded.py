@@ -15,7 +15,7 @@ from conftest import FULL_DATA, REPO
 from rrn_app.data import locate
 from rrn_app.data.catalog import DATASETS, EMBEDDED_DIR, embedded_path
 from rrn_app.data.sst import normalise
-from rrn_app.validation import MissingDataError
+from rrn_app.option_checks import MissingDataError
 
 EMBEDDED = [name for name, dataset in DATASETS.items() if dataset.embedded]
 ROW = re.compile(r"^\| `([^`]+)` \| ([\d,]+) \| `([0-9a-f]{64})` \| `([^`]+)` \| ([\d,]+) \| `([0-9a-f]{64})` \|$")

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO, located, run_cli, run_dir_of
 from rrn_app.command_line import preflight
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 TINY = ["task=sst", "cell=lstm", "threads=1", "logger=csv", "cell.hidden_size=8", "task.data.train_on=sentences",
         "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
@@ -151,7 +151,7 @@ def test_a_key_without_plus_names_the_key_it_probably_meant(in_repo):
 
 STRICT_CELL = """
     from torch import nn
-    from rrn_app import validation
+    from rrn_app import option_checks
     from rrn_app.cells import register_cell
 
     @register_cell("strict")
@@ -161,14 +161,14 @@ STRICT_CELL = """
         def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, bidirectional=False,
                      scale: float = 1.0, max_steps: int = 1000):
             super().__init__()
-            self.scale = validation.positive_float("scale", scale)
+            self.scale = option_checks.positive_float("scale", scale)
             self.max_steps = max_steps
             self.rnn = nn.RNN(input_size, hidden_size, batch_first=True)
             self.output_size, self.bidirectional = hidden_size, False
 
         def forward(self, x, lengths=None, state=None):
             if x.shape[1] > self.max_steps:
-                raise validation.UserError(f"strict: {x.shape[1]} steps is more than cell.max_steps={self.max_steps}")
+                raise option_checks.UserError(f"strict: {x.shape[1]} steps is more than cell.max_steps={self.max_steps}")
             outputs, state = self.rnn(x, state)
             return outputs * self.scale, state
 """

@@ -378,7 +378,7 @@ def test_a_compiler_without_openmp_still_builds_the_extension_for_one_thread(tmp
 
 
 def test_a_bad_switch_value_is_a_clear_error(monkeypatch):
-    from rrn_app.validation import UserError
+    from rrn_app.option_checks import UserError
 
     monkeypatch.setattr(fast, "_backend", None)
     monkeypatch.setattr(fast, "_forced", None)

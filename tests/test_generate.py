@@ -10,7 +10,7 @@ import torch
 
 from conftest import run_cli, run_dir_of
 from rrn_app.generate import generate
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 
 @pytest.fixture(scope="module")

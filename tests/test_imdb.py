@@ -13,7 +13,7 @@ from conftest import FULL_DATA
 from rrn_app.data.imdb import IMDBDataModule, tokenize, truncate, validation_indices
 from rrn_app.tasks.pooling import pool
 from rrn_app.train import train
-from rrn_app.validation import InvalidOption, MissingDataError, UserError
+from rrn_app.option_checks import InvalidOption, MissingDataError, UserError
 
 
 def test_tokenize_strips_html_breaks_and_splits_clitics_and_punctuation():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rrn_app.keyvalue import KeyValueParser, Option, check_keys, parse_value, split, typed
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 PARSER = KeyValueParser({"length": Option(500, int, "samples"), "temperature": Option(1.0),
                          "prime": Option("", str), "top_k": Option(None)},

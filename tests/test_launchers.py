@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli
 from rrn_app.command_line import preflight
 from rrn_app.launchers import check_plugins, cores, parallel_jobs
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 # a tiny budget; `threads` is left out on purpose where a launcher chooses it
 TINY = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",

@@ -16,7 +16,7 @@ from conftest import FULL_DATA, BatchRecorder, located, run_cli, run_dir_of, run
 from rrn_app import music_io
 from rrn_app.data.music import KEYS, MusicDataModule, PieceWindows, WindowSampler, collate, load_pieces, piano_roll
 from rrn_app.tasks.music import FrameMetrics, MusicModel, frame_nll, parse_prime
-from rrn_app.validation import InvalidOption, MissingDataError, UserError
+from rrn_app.option_checks import InvalidOption, MissingDataError, UserError
 
 CELL = {"name": "gru", "hidden_size": 16, "num_layers": 1, "dropout": 0.0, "bidirectional": False, "residual": False}
 

@@ -16,7 +16,7 @@ from conftest import run_cli, run_dir_of
 from rrn_app.data.music import KEYS, PieceWindows, WindowSampler, collate
 from rrn_app.tasks.heads import IndependentHead, NADEHead, build_head
 from rrn_app.tasks.music import FrameMetrics, MusicModel
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 CELL = {"name": "gru", "hidden_size": 16, "num_layers": 1, "dropout": 0.0, "bidirectional": False, "residual": False}
 STATE, FEW_KEYS = 5, 4

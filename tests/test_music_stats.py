@@ -12,7 +12,7 @@ import torch
 from rrn_app import music_stats
 from rrn_app.data.music import piano_roll
 from rrn_app.tasks.music import MusicModel
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 CELL = {"name": "gru", "hidden_size": 8, "num_layers": 1, "dropout": 0.0, "bidirectional": False, "residual": False}
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, run_cli
 from rrn_app.command_line import remove_unused_run_dir
 from rrn_app.config import check_options, choices
-from rrn_app.validation import InvalidOption, UserError, check_annotated_options, describe_type, fits
+from rrn_app.option_checks import InvalidOption, UserError, check_annotated_options, describe_type, fits
 from helpers import make_plugin
 
 # --- what an annotation allows ----------------------------------------------------------------------------------

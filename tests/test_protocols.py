@@ -17,7 +17,7 @@ from conftest import located, run_cli, run_dir_of
 from rrn_app.data.sst import SPLITS, SSTDataModule, read_examples
 from rrn_app.data.sst_trees import parse_tree
 from rrn_app.data.vector_vocabulary import build_vocabulary, unknown_rate, words_with_vectors
-from rrn_app.validation import InvalidOption, UserError
+from rrn_app.option_checks import InvalidOption, UserError
 
 # --- SST: the vocabulary ----------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from rrn_app.cells import all_cell_infos, cell_info, final_output, get_cell, ref
 from rrn_app.cells.batch_norm import RecurrentBatchNorm
 from rrn_app.cells.rrn import skip_links
 from rrn_app.cells.stack import reverse_within_lengths
-from rrn_app.validation import InvalidOption
+from rrn_app.option_checks import InvalidOption
 
 LENGTHS = torch.tensor([7, 3, 5, 1])
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "identity": reference.identity}

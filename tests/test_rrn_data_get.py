@@ -33,7 +33,7 @@ from conftest import FIXTURES, FULL_DATA, NEEDS_FULL_DATA, run_cli
 from rrn_app import safe_pickle
 from rrn_app.data import cli, download, prepare
 from rrn_app.data.catalog import embedded_path, get_dataset
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 SAMPLE_LINES = {"train": 40, "dev": 12, "test": 15}   # SST trees per split in the sample archive
 

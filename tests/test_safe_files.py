@@ -26,7 +26,7 @@ import pytest
 from conftest import run_cli
 from rrn_app import safe_pickle
 from rrn_app.data.music import load_pieces
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 TREES = {"trees/train.txt": b"(3 (2 good) (3 film))\n", "trees/dev.txt": b"(1 bad)\n", "trees/test.txt": b"(2 ok)\n"}
 

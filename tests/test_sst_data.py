@@ -14,7 +14,7 @@ from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.sst import SSTDataModule
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
 from rrn_app.data.text import Vocabulary, load_vectors, pad_batch
-from rrn_app.validation import InvalidOption, MissingDataError, UserError
+from rrn_app.option_checks import InvalidOption, MissingDataError, UserError
 
 
 def test_parse_tree_gives_every_phrase_with_the_sentence_last():

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, run_cli
 from rrn_app.command_line import job_override_lists, preflight
 from rrn_app.config import check_group_choices, choices, config_dir, job_folder_name
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 TINY = ["seed=1", "threads=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2", "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false"]

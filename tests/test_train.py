@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FULL_DATA, run_cli, run_dir_of
 from rrn_app.train import train
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 # a short run: sentences only, a few hundred steps, small model
 QUICK = ["trainer.max_epochs=2", "task.data.train_on=sentences", "task.data.batch_size=32", "cell.hidden_size=32",

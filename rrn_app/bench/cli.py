@@ -15,7 +15,7 @@ from rrn_app.bench import memory, report
 from rrn_app.bench.models import build, has_fast_path, model_list, path_of
 from rrn_app.bench.settings import Settings, parse_arguments
 from rrn_app.bench.timing import SPREAD_WARNING, LoadMeter, time_models
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 
 def run(settings: Settings, log=print) -> dict:

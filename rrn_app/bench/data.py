@@ -47,7 +47,7 @@ from pathlib import Path
 import lightning as L
 
 from rrn_app.keyvalue import KeyValueParser, Option
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 TASKS = ("sst", "atis", "imdb", "char_lm", "music")
 CACHES = ("cold", "warm")

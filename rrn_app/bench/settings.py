@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from rrn_app.keyvalue import KeyValueParser, Option, parse_value
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 HELP = """`rrn-bench`: training and inference speed of recurrent cells, always next to torch.nn.LSTM and torch.nn.GRU.
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rrn_app import validation
+from rrn_app import option_checks
 
 
 class RecurrentBatchNorm(nn.Module):
     def __init__(self, features: int, max_length: int = 100, gamma: float = 0.1, momentum: float = 0.1,
                  eps: float = 1e-5):
         super().__init__()
-        self.max_length = validation.positive_int("batch_norm_max_length", max_length)
+        self.max_length = option_checks.positive_int("batch_norm_max_length", max_length)
         self.momentum, self.eps = momentum, eps
         self.weight = nn.Parameter(torch.full((features,), float(gamma)))
         self.register_buffer("running_mean", torch.zeros(max_length, features))

@@ -65,7 +65,7 @@ def parse_options(pairs: list[str]) -> dict:
     """`num_layers=2 layer_sizes=[4,8] bidirectional=true` -> {...}, each value read as YAML (as Hydra does)."""
     import yaml
 
-    from rrn_app.validation import UserError
+    from rrn_app.option_checks import UserError
 
     options = {}
     for pair in pairs:
@@ -96,7 +96,7 @@ def check(name: str, pairs: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rrn_app.validation import UserError
+    from rrn_app.option_checks import UserError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "check":

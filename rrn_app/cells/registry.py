@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 ENTRY_POINT_GROUP = "rrn_app.cells"
 BUILT_IN = "built-in (rrn_app)"
@@ -56,7 +56,7 @@ class CellInfo:
     def option_types(self) -> dict[str, str]:
         """Each option's annotation as text (`bool`, `int | None`, `Literal['tanh', 'relu']`; "" if none):
         rrn-train checks command-line values against these before any data is read."""
-        from rrn_app.validation import constructor_parameters, type_label
+        from rrn_app.option_checks import constructor_parameters, type_label
 
         return {name: type_label(annotation) for name, (annotation, _) in constructor_parameters(self.cls).items()
                 if name in self.options()}
@@ -158,7 +158,7 @@ def build_cell(config, input_size: int, prefix: str = "cell"):
     """
     from omegaconf import OmegaConf
 
-    from rrn_app.validation import InvalidOption, check_annotated_options
+    from rrn_app.option_checks import InvalidOption, check_annotated_options
 
     options = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
     if "name" not in options:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells.registry import register_cell
 from rrn_app.cells.sequence import (
     check_common_options, check_lengths, combine, length_mask, lstm_layers_state, map_data, pack, unpack,
@@ -73,10 +73,10 @@ class ResidualLSTM(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 2, dropout: float = 0.0,
                  bidirectional: bool = False, keep_prob: float = 1.0, timestep_keep_prob: float = 1.0):
         super().__init__()
-        validation.positive_int("input_size", input_size)
+        option_checks.positive_int("input_size", input_size)
         check_common_options(hidden_size, num_layers, dropout)
-        self.keep_prob = validation.keep_probability("keep_prob", keep_prob)
-        self.timestep_keep_prob = validation.keep_probability("timestep_keep_prob", timestep_keep_prob)
+        self.keep_prob = option_checks.keep_probability("keep_prob", keep_prob)
+        self.timestep_keep_prob = option_checks.keep_probability("timestep_keep_prob", timestep_keep_prob)
         self.hidden_size, self.num_layers, self.bidirectional = hidden_size, num_layers, bool(bidirectional)
         self.directions = 2 if bidirectional else 1
         self.output_size = hidden_size * self.directions

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells import fast
 from rrn_app.cells.batch_norm import RecurrentBatchNorm
 from rrn_app.cells.recurrence import Recurrence
@@ -147,11 +147,11 @@ class ResRNN(RecurrentStack):
                  output_activation: str = "identity", projection: str = "identity", batch_norm: bool = False,
                  batch_norm_max_length: int = 100):
         options = dict(
-            activation=validation.one_of("activation", activation, fast.ACTIVATIONS),
-            output_activation=validation.one_of("output_activation", output_activation, fast.OUTPUT_ACTIVATIONS),
-            projection=validation.one_of("projection", projection, ("identity", "linear")),
-            batch_norm=bool(validation.one_of("batch_norm", batch_norm, (False, True))),
-            batch_norm_max_length=validation.positive_int("batch_norm_max_length", batch_norm_max_length),
+            activation=option_checks.one_of("activation", activation, fast.ACTIVATIONS),
+            output_activation=option_checks.one_of("output_activation", output_activation, fast.OUTPUT_ACTIVATIONS),
+            projection=option_checks.one_of("projection", projection, ("identity", "linear")),
+            batch_norm=bool(option_checks.one_of("batch_norm", batch_norm, (False, True))),
+            batch_norm_max_length=option_checks.positive_int("batch_norm_max_length", batch_norm_max_length),
         )
         layer = self.layer
         super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional, residual,

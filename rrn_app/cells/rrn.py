@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells.torch_rnns import FusedLayer
 from rrn_app.cells.recurrence import Recurrence
 from rrn_app.cells.registry import register_cell
@@ -55,7 +55,7 @@ def check_layer_sizes(layer_sizes) -> list[int]:
     except TypeError:  # a single number
         sizes = []
     if not sizes or any(isinstance(size, bool) or not isinstance(size, int) or size <= 0 for size in sizes):
-        raise validation.InvalidOption("layer_sizes", layer_sizes,
+        raise option_checks.InvalidOption("layer_sizes", layer_sizes,
                                        "must be a non-empty list of positive integers, e.g. [80,80,160] (null: "
                                        "num_layers x hidden_size)")
     return sizes
@@ -107,10 +107,10 @@ class RecurrentResidualNetwork(RecurrentStack):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                  bidirectional: bool = False, layer_sizes: list[int] | None = None, skip: int = 2,
                  peephole: bool = False):
-        validation.positive_int("hidden_size", hidden_size)  # both checked even where layer_sizes sets the widths
-        validation.positive_int("num_layers", num_layers)
+        option_checks.positive_int("hidden_size", hidden_size)  # both checked even where layer_sizes sets the widths
+        option_checks.positive_int("num_layers", num_layers)
         sizes = [hidden_size] * num_layers if layer_sizes is None else check_layer_sizes(layer_sizes)
-        links = skip_links(len(sizes), validation.positive_int("skip", skip))
-        make_layer = PeepholeLSTMLayer if validation.one_of("peephole", peephole, (False, True)) else fused_lstm_layer
+        links = skip_links(len(sizes), option_checks.positive_int("skip", skip))
+        make_layer = PeepholeLSTMLayer if option_checks.one_of("peephole", peephole, (False, True)) else fused_lstm_layer
         super().__init__(input_size, sizes[-1], len(sizes), dropout, bidirectional, make_layer=make_layer,
                          layer_sizes=sizes, links=links, project_links=True)

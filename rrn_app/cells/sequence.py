@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rrn_app import validation
+from rrn_app import option_checks
 
 
 def check_common_options(hidden_size, num_layers, dropout) -> None:
-    validation.positive_int("hidden_size", hidden_size)
-    validation.positive_int("num_layers", num_layers)
-    validation.dropout_rate("dropout", dropout)
+    option_checks.positive_int("hidden_size", hidden_size)
+    option_checks.positive_int("num_layers", num_layers)
+    option_checks.dropout_rate("dropout", dropout)
 
 
 def check_lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:

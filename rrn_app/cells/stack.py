@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells.sequence import check_common_options, check_lengths, length_mask
 
 
@@ -75,9 +75,9 @@ class RecurrentStack(nn.Module):
                  layer_sizes: list[int] | None = None, links: dict[int, int] | None = None,
                  project_links: bool = False):
         super().__init__()
-        validation.positive_int("input_size", input_size)
+        option_checks.positive_int("input_size", input_size)
         check_common_options(hidden_size, num_layers, dropout)
-        validation.one_of("residual", residual, (False, True))
+        option_checks.one_of("residual", residual, (False, True))
         self.layer_sizes = list(layer_sizes) if layer_sizes is not None else [hidden_size] * num_layers
         self.hidden_size, self.num_layers = self.layer_sizes[-1], len(self.layer_sizes)
         self.bidirectional = bool(bidirectional)

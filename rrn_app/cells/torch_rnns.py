@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells.registry import register_cell
 from rrn_app.cells.sequence import check_common_options, check_lengths, pack, unpack
 from rrn_app.cells.stack import RecurrentStack
@@ -56,11 +56,11 @@ class _FusedRecurrent(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float, bidirectional: bool,
                  residual: bool, **kernel_options):
         super().__init__()
-        validation.positive_int("input_size", input_size)
+        option_checks.positive_int("input_size", input_size)
         check_common_options(hidden_size, num_layers, dropout)
         self.hidden_size, self.num_layers, self.bidirectional = hidden_size, num_layers, bool(bidirectional)
         self.output_size = hidden_size * (2 if bidirectional else 1)
-        if validation.one_of("residual", residual, (False, True)):
+        if option_checks.one_of("residual", residual, (False, True)):
             def make_layer(size: int, hidden: int) -> FusedLayer:
                 return FusedLayer(self.kernel(size, hidden, batch_first=True, **kernel_options))
 
@@ -92,7 +92,7 @@ class ElmanRNN(_FusedRecurrent):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                  bidirectional: bool = False, residual: bool = False, nonlinearity: str = "tanh"):
-        validation.one_of("nonlinearity", nonlinearity, ("tanh", "relu"))
+        option_checks.one_of("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional, residual,
                          nonlinearity=nonlinearity)
 

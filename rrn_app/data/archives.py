@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 
 class UnsafeArchive(UserError):

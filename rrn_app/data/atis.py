@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.data.cache import cached_dataset
 from rrn_app.data.columns import arrow_table, in_memory_dataset, list_lengths, lookup, lookup_lists, unique_values
 from rrn_app.data.locate import dataset_root
 from rrn_app.data.text import Vocabulary, pad_batch, pad_sequences, require_vectors
 from rrn_app.data.words import WordDataModule
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 SOURCE_URL = "https://github.com/MiuLab/SlotGated-SLU/tree/master/data/atis"
 SPLITS = {"train": "train", "validation": "valid", "test": "test"}
@@ -87,9 +87,9 @@ class ATISDataModule(WordDataModule):
     def __init__(self, root: str = "data", batch_size: int = 16, min_freq: int = 1, vectors: str | None = None,
                  embedding_dim: int = 100, cache_dir: str | None = None, num_workers: int = 0, seed: int = 0):
         super().__init__()
-        self.batch_size = validation.positive_int("batch_size", batch_size)
-        self.min_freq = validation.positive_int("min_freq", min_freq)
-        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
+        self.batch_size = option_checks.positive_int("batch_size", batch_size)
+        self.min_freq = option_checks.positive_int("min_freq", min_freq)
+        self.embedding_dim = option_checks.positive_int("embedding_dim", embedding_dim)
         self.vectors, self.cache_dir, self.num_workers, self.seed = vectors, cache_dir, num_workers, seed
         self.folder = dataset_root(root, "atis") / "atis"
         if vectors:

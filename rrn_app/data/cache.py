@@ -6,7 +6,7 @@ import hashlib
 import inspect
 from pathlib import Path
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 
 def cache_key(paths: list[Path], options: dict, *code) -> str:

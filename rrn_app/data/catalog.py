@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.data.locate import dataset_root
 from rrn_app.data.resumable import InOrder, ResumableLoader
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 DATASETS = ("tinyshakespeare", "ptb_char")
 SOURCES = {
@@ -125,18 +125,18 @@ class CharLMDataModule(L.LightningDataModule):
                  num_workers: int = 0):
         super().__init__()
         if dataset not in DATASETS:
-            raise validation.InvalidOption("dataset", dataset, f"must be one of {', '.join(map(repr, DATASETS))} "
+            raise option_checks.InvalidOption("dataset", dataset, f"must be one of {', '.join(map(repr, DATASETS))} "
                                            "(choose it with task.dataset=<name>)")
         self.dataset = dataset
         self.split = tuple(split)
         if (len(self.split) != 3 or not all(isinstance(f, (int, float)) and f >= 0 for f in self.split)
                 or min(self.split[:2]) <= 0 or abs(sum(self.split) - 1) > 1e-6):
-            raise validation.InvalidOption("split", list(split), "must be three fractions (train, validation, "
+            raise option_checks.InvalidOption("split", list(split), "must be three fractions (train, validation, "
                                            "test) that add up to 1, train and validation positive, e.g. "
                                            "[0.9,0.05,0.05] or nanoGPT's [0.9,0.1,0.0] (no test split)")
-        self.batch_size = validation.positive_int("batch_size", batch_size)
-        self.seq_length = validation.positive_int("seq_length", seq_length)
-        self.eval_batch_size = validation.positive_int("eval_batch_size", eval_batch_size or batch_size)
+        self.batch_size = option_checks.positive_int("batch_size", batch_size)
+        self.seq_length = option_checks.positive_int("seq_length", seq_length)
+        self.eval_batch_size = option_checks.positive_int("eval_batch_size", eval_batch_size or batch_size)
         self.num_workers = num_workers
         self.root = dataset_root(root, self.dataset)  # data.root, else the embedded copy (Tiny Shakespeare)
         self.texts = None

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from rrn_app.data.catalog import DATASETS, Dataset, get_dataset
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 USAGE = __doc__.strip().replace("`", "")
 DEFAULT_ROOT = "data"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rrn_app.data import prepare
 from rrn_app.data.catalog import Dataset, get_dataset
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 TIMEOUT_S = 30.0   # per connection attempt and per read: a silent server fails within this
 MAX_BYTES = 2_000_000_000   # no canonical file is larger (glove.6B.zip: 822 MB); a server sending more is refused

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.data.cache import cached_dataset
 from rrn_app.data.columns import arrow_table, in_memory_dataset, list_lengths
 from rrn_app.data.locate import dataset_root
 from rrn_app.data.text import Vocabulary, require_vectors
 from rrn_app.data.words import WordDataModule
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 SOURCE_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 FILES = {"train": "train.jsonl.gz", "test": "test.jsonl.gz"}
@@ -103,23 +103,23 @@ class IMDBDataModule(WordDataModule):
                  cache_dir: str | None = None, num_workers: int = 0, seed: int = 0,
                  eval_max_length: int | str | None = "max_length"):
         super().__init__()
-        self.batch_size = validation.positive_int("batch_size", batch_size)
-        self.max_length = None if max_length is None else validation.positive_int("max_length", max_length)
+        self.batch_size = option_checks.positive_int("batch_size", batch_size)
+        self.max_length = None if max_length is None else option_checks.positive_int("max_length", max_length)
         if eval_max_length == "max_length":  # validation and test cut as training is
             eval_max_length = self.max_length
         elif eval_max_length is not None and (isinstance(eval_max_length, bool) or not isinstance(eval_max_length, int)
                                               or eval_max_length <= 0):
-            raise validation.InvalidOption("eval_max_length", eval_max_length, "must be max_length (cut validation and "
+            raise option_checks.InvalidOption("eval_max_length", eval_max_length, "must be max_length (cut validation and "
                                            "test as training), null (full length) or a positive number of tokens")
         self.eval_max_length = eval_max_length
-        self.keep = validation.one_of("keep", keep, ("end", "start"))
-        self.validation_size = validation.positive_int("validation_size", validation_size)
+        self.keep = option_checks.one_of("keep", keep, ("end", "start"))
+        self.validation_size = option_checks.positive_int("validation_size", validation_size)
         if validation_size >= 25000:
-            raise validation.InvalidOption("validation_size", validation_size, "must be below the 25,000 training reviews")
+            raise option_checks.InvalidOption("validation_size", validation_size, "must be below the 25,000 training reviews")
         self.split_seed = split_seed
-        self.min_freq = validation.positive_int("min_freq", min_freq)
-        self.max_vocab = None if max_vocab is None else validation.positive_int("max_vocab", max_vocab)
-        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
+        self.min_freq = option_checks.positive_int("min_freq", min_freq)
+        self.max_vocab = None if max_vocab is None else option_checks.positive_int("max_vocab", max_vocab)
+        self.embedding_dim = option_checks.positive_int("embedding_dim", embedding_dim)
         self.lowercase, self.vectors, self.cache_dir = lowercase, vectors, cache_dir
         self.num_workers, self.seed = num_workers, seed
         self.folder = dataset_root(root, "imdb", [f"imdb/{name}" for name in FILES.values()]) / "imdb"

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from rrn_app.data.catalog import Dataset, embedded_path, get_dataset
-from rrn_app.validation import MissingDataError
+from rrn_app.option_checks import MissingDataError
 
 _ANNOUNCED: set[tuple[str, str]] = set()   # (dataset, root) pairs already told about, once per process
 

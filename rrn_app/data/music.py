@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.resumable import EpochOrder, ResumableLoader
 from rrn_app.data.music_files import candidate_paths, read_music_file
 from rrn_app.data.locate import dataset_root
-from rrn_app.validation import MissingDataError, UserError
+from rrn_app.option_checks import MissingDataError, UserError
 
 SOURCE_URL = "http://www-etud.iro.umontreal.ca/~boulanni/icml2012"
 LOWEST_NOTE, KEYS = 21, 88  # piano keys A0 (MIDI 21) .. C8 (MIDI 108)
@@ -177,13 +177,13 @@ class MusicDataModule(L.LightningDataModule):
                  eval_batch_size: int = 32, tempo: float = 120.0, num_workers: int = 0, seed: int = 0):
         super().__init__()
         if dataset not in DATASETS:
-            raise validation.InvalidOption("dataset", dataset, f"must be one of {', '.join(map(repr, DATASETS))} "
+            raise option_checks.InvalidOption("dataset", dataset, f"must be one of {', '.join(map(repr, DATASETS))} "
                                            "(choose it with task.dataset=<name>)")
         self.dataset = dataset
-        self.batch_size = validation.positive_int("batch_size", batch_size)
-        self.window = validation.positive_int("window", window)
-        self.eval_batch_size = validation.positive_int("eval_batch_size", eval_batch_size)
-        self.tempo = validation.positive_float("tempo", tempo)
+        self.batch_size = option_checks.positive_int("batch_size", batch_size)
+        self.window = option_checks.positive_int("window", window)
+        self.eval_batch_size = option_checks.positive_int("eval_batch_size", eval_batch_size)
+        self.tempo = option_checks.positive_float("tempo", tempo)
         self.num_workers, self.seed = num_workers, seed
         present = [path for path in candidate_paths(root, dataset) if path.is_file()]
         # data.root's pickle, else a canonical pickle or .mat there, else the embedded copy (JSB)

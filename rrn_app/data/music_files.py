@@ -18,7 +18,7 @@ from itertools import chain
 from pathlib import Path
 
 from rrn_app import safe_pickle
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 LOWEST_NOTE, KEYS = 21, 88
 SPLIT_KEYS = ("train", "valid", "test")

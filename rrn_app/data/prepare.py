@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rrn_app.data import archives, music_files
 from rrn_app.data.catalog import Dataset, get_dataset
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 # The sha256 of what the .gz files of our layout expand to (measured on rrn's copies): gzip's bytes can differ
 # between zlib builds, the content cannot.

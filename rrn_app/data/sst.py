@@ -18,7 +18,7 @@ reads runs from before this option, whose vocabulary is the training words').
 from __future__ import annotations
 
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.data.cache import cached_dataset
 from rrn_app.data.columns import arrow_table, in_memory_dataset, list_lengths
 from rrn_app.data.locate import dataset_root
@@ -26,7 +26,7 @@ from rrn_app.data.sst_trees import MalformedTreeError, parse_tree
 from rrn_app.data.text import Vocabulary, require_vectors
 from rrn_app.data.vector_vocabulary import MODES, build_vocabulary
 from rrn_app.data.words import WordDataModule
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 SOURCE_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 SPLITS = {"train": "train.txt", "validation": "dev.txt", "test": "test.txt"}
@@ -67,12 +67,12 @@ class SSTDataModule(WordDataModule):
                  lowercase: bool = True, min_freq: int = 1, vectors: str | None = None, embedding_dim: int = 300,
                  cache_dir: str | None = None, num_workers: int = 0, seed: int = 0, vocabulary: str = "vectors"):
         super().__init__()
-        self.train_on = validation.one_of("train_on", train_on, ("phrases", "sentences", "nodes"))
-        self.vocabulary_mode = validation.one_of("vocabulary", vocabulary, MODES)
-        self.classes = validation.one_of("classes", classes, (5, 2))
-        self.batch_size = validation.positive_int("batch_size", batch_size)
-        self.min_freq = validation.positive_int("min_freq", min_freq)
-        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
+        self.train_on = option_checks.one_of("train_on", train_on, ("phrases", "sentences", "nodes"))
+        self.vocabulary_mode = option_checks.one_of("vocabulary", vocabulary, MODES)
+        self.classes = option_checks.one_of("classes", classes, (5, 2))
+        self.batch_size = option_checks.positive_int("batch_size", batch_size)
+        self.min_freq = option_checks.positive_int("min_freq", min_freq)
+        self.embedding_dim = option_checks.positive_int("embedding_dim", embedding_dim)
         self.lowercase, self.vectors, self.cache_dir = lowercase, vectors, cache_dir
         self.num_workers, self.seed = num_workers, seed
         self.folder = dataset_root(root, "sst") / "sst"  # data.root's, else the embedded copy

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rrn_app.validation import MissingDataError, UserError
+from rrn_app.option_checks import MissingDataError, UserError
 
 PAD, UNK = "<pad>", "<unk>"
 

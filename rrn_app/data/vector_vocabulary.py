@@ -14,7 +14,7 @@ import gzip
 from pathlib import Path
 
 from rrn_app.data.text import Vocabulary, require_vectors
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 MODES = ("vectors", "train")
 

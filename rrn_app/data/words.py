@@ -15,7 +15,7 @@ from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.packed import EncodedRows, whole_batch
 from rrn_app.data.resumable import ResumableLoader
 from rrn_app.data.text import load_vectors
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 
 class WordDataModule(L.LightningDataModule):

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 OPTIONS = ("baseline", "metrics", "out")
 USAGE = "usage: rrn-report PATH... [baseline=KEY=VALUE] [metrics=NAME,...] [out=DIR]"

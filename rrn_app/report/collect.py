@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 # Keys (dotted, and every key below them) that say where or how a run ran, or what it logged, not what it
 # computed: paths, threads, logging, progress bars, throughput measurement.

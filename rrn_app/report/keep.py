@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 USAGE = "usage: rrn-report keep PATH... to=DIR"
 

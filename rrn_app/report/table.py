@@ -14,7 +14,7 @@ from rrn_app.report.collect import Group, differing_keys
 from rrn_app.report.headline import Metric, describe, headline_metrics
 from rrn_app.report.published import Published, published_for
 from rrn_app.report.stats import Difference, Summary, summarize, welch
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 DEFAULT_BASELINE = ("cell", "lstm")
 MAX_COLUMNS = 6  # more differing settings than this: the first ones as columns, the rest in one "other settings"

@@ -15,7 +15,7 @@ import torchmetrics
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells import build_cell
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer, embedding_groups
 from rrn_app.tasks.pooling import POOLINGS, pool
@@ -36,12 +36,12 @@ class SequenceClassifier(L.LightningModule):
                  weight_decay: float = 1e-4, pretrained_embeddings: torch.Tensor | None = None,
                  pooling: str = "final"):
         super().__init__()
-        validation.dropout_rate("dropout", dropout)
-        validation.one_of("pooling", pooling, POOLINGS)
-        validation.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
-        validation.positive_float("lr", lr)
-        validation.positive_float("embedding_lr", embedding_lr)
-        validation.non_negative_float("weight_decay", weight_decay)
+        option_checks.dropout_rate("dropout", dropout)
+        option_checks.one_of("pooling", pooling, POOLINGS)
+        option_checks.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
+        option_checks.positive_float("lr", lr)
+        option_checks.positive_float("embedding_lr", embedding_lr)
+        option_checks.non_negative_float("weight_decay", weight_decay)
         self.save_hyperparameters(ignore=["pretrained_embeddings"])
         cell = dict(cell)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)

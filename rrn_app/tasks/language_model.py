@@ -20,11 +20,11 @@ import torchmetrics
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells import build_cell
 from rrn_app.cells.sequence import detach_state, length_mask
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
-from rrn_app.validation import InvalidOption, UserError
+from rrn_app.option_checks import InvalidOption, UserError
 
 
 def per_character_metrics(nats: torch.Tensor, prefix: str) -> dict:
@@ -33,12 +33,12 @@ def per_character_metrics(nats: torch.Tensor, prefix: str) -> dict:
 
 
 def check_sampling(length, temperature, top_k, seed) -> None:
-    validation.positive_int("length", length)
+    option_checks.positive_int("length", length)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidOption("seed", seed, "must be an integer")
-    validation.positive_float("temperature", temperature)
+    option_checks.positive_float("temperature", temperature)
     if top_k is not None:
-        validation.positive_int("top_k", top_k)
+        option_checks.positive_int("top_k", top_k)
 
 
 class CharLanguageModel(L.LightningModule):
@@ -49,11 +49,11 @@ class CharLanguageModel(L.LightningModule):
                  optimizer: str = "adam", lr: float = 2e-3, weight_decay: float = 0.0,
                  word_boundary: str | None = None):
         super().__init__()
-        validation.positive_int("embedding_dim", embedding_dim)
-        validation.dropout_rate("dropout", dropout)
-        validation.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
-        validation.positive_float("lr", lr)
-        validation.non_negative_float("weight_decay", weight_decay)
+        option_checks.positive_int("embedding_dim", embedding_dim)
+        option_checks.dropout_rate("dropout", dropout)
+        option_checks.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
+        option_checks.positive_float("lr", lr)
+        option_checks.non_negative_float("weight_decay", weight_decay)
         if cell.get("bidirectional"):
             raise UserError("cell.bidirectional=true is not allowed: a language model reads left to right; "
                             "use cell.bidirectional=false")

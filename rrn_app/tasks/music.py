@@ -36,13 +36,13 @@ import torchmetrics
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells import build_cell
 from rrn_app.cells.sequence import detach_state, length_mask
 from rrn_app.data.music import DATASETS, KEYS, dataset_path, load_pieces, shifted
 from rrn_app.tasks.heads import OUTPUTS, build_head
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
-from rrn_app.validation import InvalidOption, UserError
+from rrn_app.option_checks import InvalidOption, UserError
 
 PRIME_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 DEFAULT_PRIME_FRAMES = 16
@@ -116,25 +116,25 @@ class MusicModel(L.LightningModule):
                  sample_audio: str = "best_last", output: str = "independent", nade_hidden: int = 150,
                  skip_first_frame: bool = False):
         super().__init__()
-        validation.one_of("skip_first_frame", skip_first_frame, (True, False))
-        validation.one_of("output", output, OUTPUTS)
-        validation.positive_int("nade_hidden", nade_hidden)
-        validation.one_of("dataset", dataset, tuple(DATASETS))
-        validation.positive_float("beats_per_frame", beats_per_frame)
-        validation.positive_float("tempo", tempo)
+        option_checks.one_of("skip_first_frame", skip_first_frame, (True, False))
+        option_checks.one_of("output", output, OUTPUTS)
+        option_checks.positive_int("nade_hidden", nade_hidden)
+        option_checks.one_of("dataset", dataset, tuple(DATASETS))
+        option_checks.positive_float("beats_per_frame", beats_per_frame)
+        option_checks.positive_float("tempo", tempo)
         if input_size is not None:
-            validation.positive_int("input_size", input_size)
-        validation.dropout_rate("dropout", dropout)
-        validation.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
-        validation.positive_float("lr", lr)
-        validation.non_negative_float("weight_decay", weight_decay)
+            option_checks.positive_int("input_size", input_size)
+        option_checks.dropout_rate("dropout", dropout)
+        option_checks.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
+        option_checks.positive_float("lr", lr)
+        option_checks.non_negative_float("weight_decay", weight_decay)
         if lr_decay is not None and not 0 < lr_decay < 1:
             raise InvalidOption("lr_decay", lr_decay, "must be a factor in (0, 1), or null for a constant rate")
-        validation.positive_int("lr_patience", lr_patience)
-        validation.one_of("sample_every_epoch", sample_every_epoch, (True, False))
-        validation.one_of("sample_audio", sample_audio, SAMPLE_AUDIO)
-        validation.positive_int("sample_length", sample_length)
-        validation.non_negative_float("sample_temperature", sample_temperature)
+        option_checks.positive_int("lr_patience", lr_patience)
+        option_checks.one_of("sample_every_epoch", sample_every_epoch, (True, False))
+        option_checks.one_of("sample_audio", sample_audio, SAMPLE_AUDIO)
+        option_checks.positive_int("sample_length", sample_length)
+        option_checks.non_negative_float("sample_temperature", sample_temperature)
         parse_prime(sample_prime, "sample_prime")
         self.save_hyperparameters()
         cell = dict(cell)
@@ -324,7 +324,7 @@ class MusicModel(L.LightningModule):
         `stats.json` and `stats.png`, rrn_app/music_stats.py: the sampled frames, primers left out, against the
         dataset's training and test pieces). top_k does not apply to binary keys and is ignored (with a warning).
         """
-        count = validation.positive_int("samples", 1 if options.get("samples") is None else options["samples"])
+        count = option_checks.positive_int("samples", 1 if options.get("samples") is None else options["samples"])
         stats = False if options.get("stats") is None else options["stats"]
         if not isinstance(stats, bool):
             raise InvalidOption("stats", stats, "must be true or false (true: also stats.json and stats.png)")
@@ -349,9 +349,9 @@ class MusicModel(L.LightningModule):
         """generate_files, also returning the sampled frames (the per-epoch sample writes some WAVs later)."""
         from rrn_app import music_io
 
-        length = validation.positive_int("length", 128 if options.get("length") is None else options["length"])
+        length = option_checks.positive_int("length", 128 if options.get("length") is None else options["length"])
         temperature = options.get("temperature")
-        temperature = validation.non_negative_float("temperature", 1.0 if temperature is None else float(temperature))
+        temperature = option_checks.non_negative_float("temperature", 1.0 if temperature is None else float(temperature))
         seed = int(options.get("seed") or 0)
         if options.get("top_k"):
             warnings.warn("top_k does not apply to music (every key is a binary draw); it is ignored.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rrn_app import validation
+from rrn_app import option_checks
 
 OPTIMIZERS = {
     "adagrad": torch.optim.Adagrad,
@@ -16,7 +16,7 @@ OPTIMIZERS = {
 
 
 def build_optimizer(name: str, parameter_groups: list[dict], weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    validation.one_of("optimizer", name, tuple(OPTIMIZERS))
+    option_checks.one_of("optimizer", name, tuple(OPTIMIZERS))
     return OPTIMIZERS[name](parameter_groups, weight_decay=weight_decay)
 
 

@@ -24,7 +24,7 @@ import torchmetrics
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells import build_cell
 from rrn_app.tasks.conll import SlotIntentScores
 from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer, embedding_groups
@@ -49,14 +49,14 @@ class JointSlotIntentTagger(L.LightningModule):
                  lr: float = 1e-3, embedding_lr: float | None = None, weight_decay: float = 0.0,
                  pretrained_embeddings: torch.Tensor | None = None):
         super().__init__()
-        validation.dropout_rate("dropout", dropout)
-        validation.non_negative_float("intent_weight", intent_weight)
-        validation.one_of("intent_pooling", intent_pooling, POOLINGS)
-        validation.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
-        validation.positive_float("lr", lr)
+        option_checks.dropout_rate("dropout", dropout)
+        option_checks.non_negative_float("intent_weight", intent_weight)
+        option_checks.one_of("intent_pooling", intent_pooling, POOLINGS)
+        option_checks.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
+        option_checks.positive_float("lr", lr)
         if embedding_lr is not None:
-            validation.positive_float("embedding_lr", embedding_lr)
-        validation.non_negative_float("weight_decay", weight_decay)
+            option_checks.positive_float("embedding_lr", embedding_lr)
+        option_checks.non_negative_float("weight_decay", weight_decay)
         self.save_hyperparameters(ignore=["pretrained_embeddings"])
         cell = dict(cell)
         self.slot_labels, self.intent_labels = list(slot_labels), list(intent_labels)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rrn_app import validation
+from rrn_app import option_checks
 from rrn_app.cells import register_cell
 from rrn_app.cells.recurrence import Recurrence
 from rrn_app.cells.stack import RecurrentStack
@@ -73,9 +73,9 @@ class IndRNN(RecurrentStack):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 2, dropout: float = 0.0,
                  bidirectional: bool = False, residual: bool = False, activation: str = "relu",
                  clip_gain: float = 2.0, clip_steps: int = 64):
-        validation.one_of("activation", activation, tuple(ACTIVATIONS))
-        recurrent_max = validation.positive_float("clip_gain", clip_gain) ** (
-            1 / validation.positive_int("clip_steps", clip_steps))
+        option_checks.one_of("activation", activation, tuple(ACTIVATIONS))
+        recurrent_max = option_checks.positive_float("clip_gain", clip_gain) ** (
+            1 / option_checks.positive_int("clip_steps", clip_steps))
         super().__init__(input_size, hidden_size, num_layers, dropout, bidirectional, residual,
                          make_layer=lambda size, hidden: IndRNNLayer(size, hidden, activation, recurrent_max))
 

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-from rrn_app.validation import UserError
+from rrn_app.option_checks import UserError
 
 ENV = "RRN_FAST_CELLS"
 ONEDNN_ENV = "RRN_ONEDNN"
