@@ -1,5 +1,6 @@
 """The `rrn-bench` command: parse the settings, run every configuration (time, meter the load, measure memory),
-print the table as it goes, write bench.json and bench.md; mode=data goes to rrn_app/bench/data.py."""
+print the table as it goes, write bench.json and bench.md; mode=data goes to rrn_app/bench/data.py,
+mode=train-loop to rrn_app/bench/train_loop.py."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def run(settings: Settings, log=print) -> dict:
             group_rows = []
             for model in group:
                 row = dict(config, cell=model.label, kind=model.kind, options=model.options,
-                           path=path_of(model, x))
+                           precision=model.precision, path=path_of(model, x))
                 for mode in settings.modes:
                     stats = results[mode][model.label]
                     base = results[mode][model.reference or group[0].label]["tokens_per_second"]  # its nn.LSTM
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
         from rrn_app.bench import data
 
         return data.main(argv)
+    if "mode=train-loop" in argv:
+        from rrn_app.bench import train_loop
+
+        return train_loop.main(argv)
     try:
         settings = parse_arguments(argv)
         results = run(settings)

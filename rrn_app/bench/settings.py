@@ -18,6 +18,7 @@ HELP = """`rrn-bench`: training and inference speed of recurrent cells, always n
     rrn-bench cells=res_rnn scaling=length batch=16 hidden=256         # tokens/s for length 100 .. 2000
     rrn-bench cells=res_rnn scaling=hidden                               # tokens/s for hidden 64 .. 1024
     rrn-bench mode=data                  # each task's time to first batch, cold and warm (rrn-bench mode=data --help)
+    rrn-bench mode=train-loop            # rrn-train's batches/s against a bare PyTorch loop (mode=train-loop --help)
 
 Every `key=value`; a comma list makes a grid. For each configuration (threads x batch x length x input x hidden
 x cell options) every model — the cells asked for, `nn.LSTM` and `nn.GRU` — is built with the same seed and
@@ -47,6 +48,8 @@ Options:
   mode=train,infer       what to time (default both);  warmup=3  repeats=10
   mode=data              the data instead: time to first batch and loading per batch of every task (its own
                          options: rrn-bench mode=data --help; rrn_app/bench/data.py)
+  mode=train-loop        rrn-train's training batches/s against a bare loop over the same model, loader and
+                         optimizer, per task (rrn-bench mode=train-loop --help; rrn_app/bench/train_loop.py)
   memory=true|false      measure peak memory (default true);  device=cpu|cuda;  dtype=float32|float64
   scaling=length|hidden  set length to 100,250,500,1000,2000 or hidden to 64,128,256,512,1024 and add a table
                          of tokens/s against it
