@@ -2,7 +2,8 @@
 
 A subclass sets `hidden_size` and writes
 
-    project_inputs(x)                     the input terms of every timestep at once: one GEMM, W x + b for all t
+    project_inputs(x)                     the input-side transform of every timestep at once: one GEMM (W x + b
+                                          for all t), plus anything else that reads x only
     step(inputs, state, t, running)       one timestep: the new state from the projected input and the last state
 
 and, if its state is more than one tensor (an LSTM's (h, c)), `initial_state`. The state is a tensor h, or a
@@ -17,16 +18,37 @@ so a padded batch gives exactly what each sequence gives alone, and the final st
 one at its own last step. `running` ([batch, 1], True where t < length; None without padding) is for a step
 that keeps batch statistics (recurrent batch norm); most steps ignore it, and `t` too.
 
+The plugin fast path. A step that reads neither `t` nor `running` can be written as
+
+    recurrent_step(inputs, state)         the new state from one timestep's projected inputs and the last state
+
+instead of `step` (a pure function of tensors and the layer's parameters). Such a layer gets its step compiled
+with `torch.compile` — the step and the padding mask of one timestep, never the whole loop, whose compile time
+would grow with the unrolled length — and the loop calls the compiled step. The loop itself, the input
+projection hoisted out of it and the autograd through both stay as above, so the results are the plain loop's
+(tests/test_plugin_fast_path.py holds them to it: values, gradients, padding, both directions). Compilation is
+on by default; it is off for a layer class or instance with `compile_step = False`, or for every layer with the
+environment variable RRN_COMPILE_STEP=0 (any other value than 0/1/off/on/false/true names the torch.compile
+backend, e.g. RRN_COMPILE_STEP=aot_eager). Where torch.compile is missing or fails (no C++ compiler, say) the
+plain loop runs instead, after one warning. The first call of a compiled step takes seconds to a minute on a
+CPU (inductor writes and builds C++); later processes reuse torch's compile cache.
+
 Stacking layers, both directions, dropout between layers and residual links come from `RecurrentStack`
 (stack.py): a cell, built in or plugin, writes only this single-layer, single-direction recurrence.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 from torch import nn
 
 from rrn_app.cells.sequence import length_mask
+
+COMPILE_VARIABLE = "RRN_COMPILE_STEP"
+_failed: set[type] = set()  # layer classes whose compiled step failed: they run the plain loop (one warning each)
 
 
 def output_of(state):
@@ -43,20 +65,87 @@ def keep_running(new, old, running):
     return torch.where(running, new, old)
 
 
+def compile_backend() -> str | None:
+    """The torch.compile backend RRN_COMPILE_STEP asks for ("inductor" unset), or None when it turns compiling off."""
+    value = os.environ.get(COMPILE_VARIABLE, "").strip()
+    if value.lower() in ("0", "off", "false", "no"):
+        return None
+    return "inductor" if value.lower() in ("", "1", "on", "true", "yes") else value
+
+
 class Recurrence(nn.Module):
     """Base class of a single-layer, single-direction step-wise recurrence (see the module docstring)."""
 
     hidden_size: int
+    compile_step: bool = True  # with `recurrent_step`: compile it (False: the plain loop, as for `step`)
 
     def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, time, input_size] -> what `step` reads at each t. Default: x itself."""
         return x
 
+    def recurrent_step(self, inputs: torch.Tensor, state):
+        """One timestep from its projected inputs and the last state, reading neither t nor the padding mask:
+        written instead of `step`, it is compiled (the module docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} writes neither step nor recurrent_step")
+
     def step(self, inputs: torch.Tensor, state, t: int, running: torch.Tensor | None):
-        raise NotImplementedError
+        return self.recurrent_step(inputs, state)
 
     def initial_state(self, x: torch.Tensor):
         return x.new_zeros(x.shape[0], self.hidden_size)
+
+    # --- the loop ------------------------------------------------------------------------------------------------
+
+    def masked_step(self, inputs: torch.Tensor, state, running: torch.Tensor | None):
+        """`recurrent_step` with the padding mask applied: what is compiled, one timestep."""
+        return keep_running(self.recurrent_step(inputs, state), state, running)
+
+    def step_path(self) -> str:
+        """What runs each timestep: "compiled" (recurrent_step under torch.compile) or "loop" (step in Python)."""
+        cls = type(self)
+        if (cls.step is not Recurrence.step or cls.recurrent_step is Recurrence.recurrent_step
+                or not self.compile_step or cls in _failed or not hasattr(torch, "compile")
+                or compile_backend() is None):
+            return "loop"
+        return "compiled"
+
+    def compiled_step(self):
+        """This layer's compiled `masked_step`, made on first use (and again when RRN_COMPILE_STEP changes);
+        None where torch.compile refuses (after the one warning)."""
+        backend = compile_backend()
+        made = self.__dict__.get("_compiled")
+        if made is None or made[0] != backend:
+            try:
+                made = (backend, torch.compile(self.masked_step, backend=backend))
+            except Exception as error:  # noqa: BLE001  (an unknown backend, a Python torch.compile lacks)
+                self.give_up_compiling(error)
+                return None
+            self.__dict__["_compiled"] = made  # not a submodule or buffer: never in the state dict
+        return made[1]
+
+    def give_up_compiling(self, error: Exception) -> None:
+        """The plain loop from now on for this layer class, after one warning naming the error."""
+        cls = type(self)
+        if cls in _failed:
+            return
+        _failed.add(cls)
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        warnings.warn(f"{cls.__name__}: torch.compile of its recurrent_step failed ({type(error).__name__}: "
+                      f"{first_line}); it runs the plain step loop instead ({COMPILE_VARIABLE}=0 turns compiling "
+                      f"off)", RuntimeWarning, stacklevel=3)
+
+    def run_compiled(self, compiled, inputs, state, running):
+        try:
+            return compiled(inputs, state, running)
+        except Exception as error:  # noqa: BLE001  (torch.compile's failures have many types)
+            result = self.masked_step(inputs, state, running)  # a broken step raises its own error here
+            self.give_up_compiling(error)
+            return result
+
+    def __getstate__(self):  # a copy or pickle of the layer leaves the compiled step behind (it is remade)
+        state = dict(self.__dict__)
+        state.pop("_compiled", None)
+        return state
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
         batch, total_length, _ = x.shape
@@ -64,10 +153,16 @@ class Recurrence(nn.Module):
         running = None if lengths is None else length_mask(lengths.to(x.device), total_length)[:, :, None]
         longest = total_length if lengths is None else int(lengths.max())
         inputs = self.project_inputs(x[:, :longest])
+        compiled = self.compiled_step() if self.step_path() == "compiled" else None
         outputs = []
-        for t in range(longest):
+        # unbind, not inputs[:, t]: the backward of one unbind stacks the steps' gradients once, where T slices
+        # would each add a gradient as large as all of `inputs`
+        for t, inputs_t in enumerate(inputs.unbind(1)):
             running_t = None if running is None else running[:, t]
-            state = keep_running(self.step(inputs[:, t], state, t, running_t), state, running_t)
+            if compiled is None or type(self) in _failed:
+                state = keep_running(self.step(inputs_t, state, t, running_t), state, running_t)
+            else:
+                state = self.run_compiled(compiled, inputs_t, state, running_t)
             outputs.append(output_of(state))
         outputs = torch.stack(outputs, dim=1)
         if running is not None:  # zero past each length, in one op for all steps
