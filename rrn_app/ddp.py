@@ -12,6 +12,11 @@ Two watchers, each a daemon thread polling a few times a second:
   (its parent process id changes): local rank 1 prints the line, and each rank exits with status 1.
 A survivor whose collective fails first waits in `RankLossWatch.on_exception` for its watcher to decide.
 
+Ranks started by an outside launcher (torchrun, SLURM's srun, LSF's jsrun: one process per device on every
+node, `trainer.num_nodes` > 1) have no such parent to watch: `join_process_group` starts torch.distributed as
+rrn-train begins (Lightning's DDP set-up then finds it started), and when a collective fails because a peer is
+gone, `RankLossWatch` prints the line on each surviving rank and ends it; the launcher then ends the job.
+
 The line says which checkpoint holds the last good state (checkpoints are written atomically:
 rrn_app/checkpoints.py) and the `ckpt_path=` that resumes from it.
 """
@@ -111,6 +116,46 @@ def watch_parent() -> None:
     threading.Thread(target=run, name="rrn-ddp-parent", daemon=True).start()
 
 
+def outside_launcher():
+    """Lightning's cluster environment of a rank that torchrun, SLURM (srun) or LSF started, in a job of more
+    than one process; None otherwise (one process, or ranks that Lightning's own launcher starts). The same
+    environments, in the same order, as Lightning's Trainer chooses from."""
+    from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+    for kind in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment):
+        if kind.detect():
+            environment = kind()
+            return environment if environment.world_size() > 1 else None
+    return None
+
+
+def process_group_backend(trainer_config) -> str:
+    """The backend Lightning's DDP would choose: NCCL on CUDA GPUs, gloo on CPUs."""
+    import torch
+
+    strategy = trainer_config.get("strategy")
+    chosen = strategy.get("process_group_backend") if hasattr(strategy, "get") else None
+    if chosen:
+        return str(chosen)
+    accelerator = str(trainer_config.get("accelerator", "auto"))
+    return "nccl" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "gloo"
+
+
+def join_process_group(trainer_config):
+    """Under an outside launcher (`outside_launcher`): start torch.distributed's process group now, as Lightning's
+    DDP would (its set-up finds it started and uses it), so the ranks can agree on one run folder before the
+    Trainer is made (rrn_app/run_folders.py: `agree_on_run_dir`). Returns the environment, or None."""
+    import torch.distributed as dist
+
+    environment = outside_launcher()
+    if environment is None or dist.is_initialized():
+        return environment
+    from lightning.fabric.utilities.distributed import _init_dist_connection
+
+    _init_dist_connection(environment, process_group_backend(trainer_config))
+    return environment
+
+
 def install(checkpoints: Path) -> None:
     """Arm the watchers for this rrn-train process: the launcher's child watcher replaces Lightning's observer
     (it is called as the launcher starts the other ranks), and a started rank watches its launcher."""
@@ -132,6 +177,28 @@ class RankLossWatch(L.Callback):
 
         if trainer.world_size <= 1 or isinstance(exception, UserError) or not isinstance(exception, RuntimeError):
             return  # gloo's lost peer is a RuntimeError (DistBackendError); a diverged run's stop is not
+        if outside_launcher() is not None:
+            if lost_peer(exception):  # no watcher here: this rank says it and ends; its launcher ends the job
+                _end(f"DDP rank {trainer.global_rank} lost the other ranks ({first_line(exception)}): a rank or "
+                     "node of this job stopped; stopped this rank too")
+            return
         deadline = time.monotonic() + WAIT_ON_ERROR_SECONDS
         while time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)  # a watcher that fires ends the process (os._exit) during this sleep
+
+
+def lost_peer(exception: BaseException) -> bool:
+    """A collective that failed because a peer process is gone (gloo: connection closed or reset; NCCL: the
+    communicator aborted), rather than an error of this rank's own."""
+    import torch.distributed as dist
+
+    text = str(exception).lower()
+    if isinstance(exception, (getattr(dist, "DistNetworkError", ()), getattr(dist, "DistBackendError", ()))):
+        return True
+    return any(words in text for words in ("connection closed by peer", "connection reset by peer", "broken pipe",
+                                            "nccl communicator was aborted", "gloo", "timed out"))
+
+
+def first_line(exception: BaseException) -> str:
+    lines = [line.strip() for line in str(exception).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exception).__name__)[:200]

@@ -7,6 +7,9 @@
   either run's; the message says how to resume that run or where else to go. Other earlier files are kept
   anyway: results.json becomes results-N.json, the CSV logger writes the next version_N/.
 - `disk_full_message(error, run_dir)`: the line for "no space left on the device" (or a quota), naming the file.
+- `agree_on_run_dir(run_dir)`: in a job of several processes that torchrun or SLURM started (each its own
+  Hydra, each its own timestamped folder), rank 0's folder for every rank; the folders Hydra made for the other
+  ranks are removed. Every rank must see it (a file system shared by the nodes), else a UserError on all.
 """
 
 from __future__ import annotations
@@ -54,6 +57,35 @@ def make_run_dir(run_dir: Path) -> None:
     except OSError as error:
         raise UserError(f"cannot make the run folder {run_dir} ({error.strerror or error}); choose a folder you "
                         "can write to with hydra.run.dir=<folder>.") from None
+
+
+def agree_on_run_dir(run_dir: Path) -> Path:
+    """Rank 0's run folder, broadcast to every rank of the started process group (rrn_app/ddp.py:
+    `join_process_group`); `run_dir` itself outside one. A rank whose own folder differs removes it (it holds
+    only Hydra's .hydra/). Raised on every rank alike: a UserError when some rank cannot see the folder."""
+    import torch.distributed as dist
+
+    from rrn_app.command_line import remove_unused_run_dir
+
+    if not dist.is_initialized():
+        return run_dir
+    group = dist.new_group(backend="gloo")  # Python objects over gloo, whatever the training backend
+    try:
+        chosen = [str(Path(run_dir).resolve())]
+        dist.broadcast_object_list(chosen, src=0, group=group)
+        shared = Path(chosen[0])
+        if dist.get_rank() != 0 and Path(run_dir).resolve() != shared:
+            remove_unused_run_dir(Path(run_dir))
+        seen = [None] * dist.get_world_size()
+        dist.all_gather_object(seen, shared.is_dir(), group=group)
+    finally:
+        dist.destroy_process_group(group)
+    blind = [str(rank) for rank, visible in enumerate(seen) if not visible]
+    if blind:
+        raise UserError(f"the run folder {shared}, made by DDP rank 0, is not there for rank {', '.join(blind)}: "
+                        "every node must see it on a shared file system; choose such a folder with "
+                        "hydra.run.dir=<folder>.")
+    return shared
 
 
 def earlier_checkpoints(run_dir: Path) -> list[Path]:

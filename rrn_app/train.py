@@ -299,10 +299,14 @@ def train(cfg) -> Path:
             fold_into_resumed_run(hydra_dir, resumed)  # now, so a run rejected below leaves no stray folder
     run_dir = Path(cfg.run_dir)
     from rrn_app import ddp
+    from rrn_app.run_folders import agree_on_run_dir, check_fresh_run_dir, make_run_dir
 
+    if ddp.join_process_group(cfg.trainer) is not None:  # torchrun / SLURM ranks: rank 0's folder for all
+        run_dir = agree_on_run_dir(run_dir)
+        with open_dict(cfg):
+            cfg.run_dir = str(run_dir)  # the callbacks' and loggers' ${run_dir} too
     ddp.install(run_dir / "checkpoints")  # a DDP rank that dies ends the job in one line (rrn_app/ddp.py)
     from rrn_app.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
-    from rrn_app.run_folders import check_fresh_run_dir, make_run_dir
 
     make_run_dir(run_dir)
     if not cfg.get("ckpt_path"):
