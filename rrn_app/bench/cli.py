@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from rrn_app.bench import memory, report
-from rrn_app.bench.models import build, has_fast_path, model_list, path_of
+from rrn_app.bench import gemm, memory, peers, report
+from rrn_app.bench.models import backend_context, build, has_fast_path, model_list, path_of
 from rrn_app.bench.settings import Settings, parse_arguments
 from rrn_app.bench.timing import SPREAD_WARNING, LoadMeter, time_models
 from rrn_app.option_checks import UserError
@@ -43,6 +43,8 @@ def run(settings: Settings, log=print) -> dict:
             x = torch.randn(batch, length, input_size, generator=generator, dtype=settings.dtype).to(device)
             results = {mode: time_models(group, x, mode, settings.warmup, settings.repeats)
                        for mode in settings.modes}
+            with backend_context(group[0]):  # the limit, under the group's precision (gemm.py)
+                rate = gemm.gemm_rate(batch, hidden, device, settings.dtype)
             others = meter.others()
             peaks = {}
             if settings.memory:
@@ -61,7 +63,7 @@ def run(settings: Settings, log=print) -> dict:
             busy = others if others is not None else load_before
             config = dict(device=str(device), threads=threads, batch=batch, length=length, input=input_size,
                           hidden=hidden, others_cpu=None if others is None else round(others, 2),
-                          loadavg=round(load_before, 2))
+                          loadavg=round(load_before, 2), gemm_flops_per_s=rate)
             if not cuda and busy > free_cores + 0.25:
                 warnings_.append(f"threads={threads} B={batch} T={length} I={input_size} H={hidden}: other "
                                  f"processes used {busy:.2f} CPUs while {free_cores} were free: timings are "
@@ -73,8 +75,10 @@ def run(settings: Settings, log=print) -> dict:
                 for mode in settings.modes:
                     stats = results[mode][model.label]
                     base = results[mode][model.reference or group[0].label]["tokens_per_second"]  # its nn.LSTM
+                    flops = gemm.mode_flops(model.module, mode)
                     row[mode] = dict(stats, ratio_to_lstm=stats["tokens_per_second"] / base,
-                                     peak_bytes=peaks.get(model.label, {}).get(mode))
+                                     peak_bytes=peaks.get(model.label, {}).get(mode), flops_per_token=flops,
+                                     gemm_fraction=gemm.fraction(flops, stats["tokens_per_second"], rate))
                     if stats["iqr_rel"] > SPREAD_WARNING:
                         warnings_.append(f"{model.label} {mode} threads={threads} B={batch} T={length} "
                                          f"I={input_size} H={hidden}: spread (IQR/median) {stats['iqr_rel']:.0%}: "
@@ -88,6 +92,9 @@ def run(settings: Settings, log=print) -> dict:
     finished = dict(time=time.strftime("%Y-%m-%d %H:%M:%S %Z"), loadavg=list(os.getloadavg()))
     for warning in warnings_:
         log(f"WARNING: {warning}")
+    notes = peers.available(settings.peers)[1]
+    for note in notes:
+        log(f"note: {note}")
     unknown = report.unknown_paths(rows)
     if unknown:
         log(report.unknown_paths_note(unknown))
@@ -95,7 +102,7 @@ def run(settings: Settings, log=print) -> dict:
                 finished=finished, fast_backend=fast.backend() if any(has_fast_path(c) for c in settings.cells)
                 else None, settings=dict(warmup=settings.warmup, repeats=settings.repeats, dtype=str(settings.dtype),
                                          scaling=settings.scaling or None),
-                rows=rows, warnings=warnings_)
+                rows=rows, warnings=warnings_, notes=notes)
 
 
 def main(argv: list[str] | None = None) -> None:

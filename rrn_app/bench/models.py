@@ -111,6 +111,7 @@ def model_list(settings: Settings) -> list[list[Model]]:
             group.append(model)
         if not cells:
             group = baselines(common, {k: common.get(k, v) for k, v in SHAPE.items()}, group_tags)
+        group = with_peers(group, settings.peers, group_tags)
         unused = set(common) - {k for m in group for k in m.options}
         if unused:
             raise BenchError(f"no cell takes cell.{sorted(unused)[0]}")
@@ -118,11 +119,31 @@ def model_list(settings: Settings) -> list[list[Model]]:
     return groups
 
 
+def with_peers(group: list[Model], names: list[str], group_tags: list[str]) -> list[Model]:
+    """The group with the installed peers (peers.py) after the nn.GRU of its one-layer, one-direction pair, their
+    ratio taken to that pair's nn.LSTM; a group without such a pair gets none."""
+    from rrn_app.bench import peers
+
+    present = peers.available(names)[0]
+    plain = [i for i, m in enumerate(group) if m.kind == "nn.LSTM" and m.options.get("num_layers", 1) == 1
+             and not m.options.get("bidirectional", False)]
+    if not present or not plain:
+        return group
+    at = plain[0] + 2  # after its nn.GRU
+    suffix = f"[{','.join(group_tags)}]" if group_tags else ""
+    added = [Model(peers.PEERS[name].label + suffix, peers.PEERS[name].label, {}, None,
+                   reference=group[plain[0]].label) for name in present]
+    return group[:at] + added + group[at:]
+
+
 def build(model: Model, input_size: int, hidden_size: int, device, dtype, seed: int) -> nn.Module:
+    from rrn_app.bench import peers
     from rrn_app.cells import get_cell
 
     torch.manual_seed(seed)
-    if model.kind in BASELINES:
+    if peers.is_peer(model.kind):
+        module = peers.build(model.kind, input_size, hidden_size)
+    elif model.kind in BASELINES:
         options = dict(model.options)
         if options.get("num_layers", 1) == 1:
             options.pop("dropout", None)
@@ -140,12 +161,15 @@ def backend_context(model: Model):
 
 def path_of(model: Model, x: torch.Tensor) -> str:
     """What runs the model, read off its modules: for res_rnn/gres_rnn the fast-path backend (and "+oneDNN" when
-    its per-step GEMM is oneDNN's); a Python step-wise layer "python/autograd"; torch.nn's recurrent kernels:
+    its per-step GEMM is oneDNN's); a Python step-wise layer "python/autograd", or "compiled" when its
+    recurrent_step is compiled (the plugin fast path); a peer its own name (peers.py); torch.nn's recurrent kernels:
     cuDNN on CUDA, on CPU oneDNN's RNN for nn.LSTM in float32 and ATen's loop for the others; "unknown" for a
     model with none of these inside (a plugin's own kernel: rrn-bench cannot tell what runs it)."""
     from rrn_app.cells import fast
     from rrn_app.cells.recurrence import Recurrence
 
+    if getattr(model.module, "bench_path", None):  # a peer names its own (peers.py)
+        return model.module.bench_path
     modules = list(model.module.modules())
     fast_layers = [m for m in modules if hasattr(m, "fast_backend")]
     if fast_layers:
@@ -154,8 +178,9 @@ def path_of(model: Model, x: torch.Tensor) -> str:
         if which == "cpp" and fast.step_gemm(fast_layers[0].weight_hh, which) == "oneDNN":
             which += "+oneDNN"
         return which
-    if any(isinstance(m, Recurrence) for m in modules):
-        return "python/autograd"
+    steps = [m for m in modules if isinstance(m, Recurrence)]
+    if steps:  # a plugin's compiled recurrent_step (recurrence.py), else the step loop in autograd
+        return "compiled" if all(m.step_path() == "compiled" for m in steps) else "python/autograd"
     kernels = {type(m) for m in modules if isinstance(m, nn.RNNBase)}
     if not kernels:
         return UNKNOWN_PATH

@@ -33,6 +33,10 @@ def machine() -> dict:
 COLUMNS = ["threads", "B", "T", "I", "H", "cell", "path"]
 
 
+def _fraction(value) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def _mib(value) -> str:
     return "" if value is None else f"{value / 2**20:.1f}"
 
@@ -43,14 +47,14 @@ def row_cells(row: dict, modes: list[str]) -> list[str]:
     for mode in modes:
         stats = row[mode]
         cells += [f"{stats['tokens_per_second']:,.0f}", f"{stats['iqr_rel']:.0%}",
-                  f"{stats['ratio_to_lstm']:.2f}x", _mib(stats.get("peak_bytes"))]
+                  f"{stats['ratio_to_lstm']:.2f}x", _fraction(stats.get("gemm_fraction")), _mib(stats.get("peak_bytes"))]
     return cells
 
 
 def headers(modes: list[str]) -> list[str]:
     result = list(COLUMNS)
     for mode in modes:
-        result += [f"{mode} tok/s", "IQR", "vs nn.LSTM", f"{mode} peak MiB"]
+        result += [f"{mode} tok/s", "IQR", "vs nn.LSTM", "of GEMM", f"{mode} peak MiB"]
     return result
 
 
@@ -73,7 +77,7 @@ def column_floor(settings: Settings, groups: list[list[Model]]) -> list[int]:
     sizes = [settings.threads, settings.batch, settings.length, settings.input, settings.hidden]
     floor = [max(len(str(value)) for value in values) for values in sizes]
     floor += [max(14, *(len(model.label) for group in groups for model in group)), len("python/autograd")]
-    return floor + [13, 5, 6, 7] * len(settings.modes)
+    return floor + [13, 5, 6, 5, 7] * len(settings.modes)
 
 
 def markdown(report: dict) -> str:
@@ -86,7 +90,9 @@ def markdown(report: dict) -> str:
              f", at the end {', '.join(f'{v:.2f}' for v in report['finished']['loadavg'])}; `others CPU`: CPUs "
              f"used by other processes during each configuration. Median of {report['settings']['repeats']} "
              f"calls after {report['settings']['warmup']} warm-up calls; IQR relative to the median; training = "
-             f"forward + backward.", ""]
+             f"forward + backward. `of GEMM`: the row's matrix-product FLOP rate (2 x its weight matrices' "
+             f"elements per token, 3 x that in training) over the machine's rate for a [B, H] x [H, H] product, "
+             f"measured in the same run ({gemm_rates(report)}).", ""]
     head = headers(modes) + ["others CPU"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(" --- " if i in (5, 6) else " ---: " for i in range(len(head))) + "|")
@@ -102,7 +108,18 @@ def markdown(report: dict) -> str:
     unknown = unknown_paths(report["rows"])
     if unknown:
         lines += ["", unknown_paths_note(unknown)]
+    if report.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def gemm_rates(report: dict) -> str:
+    """The GEMM rates of a report's configurations, in GFLOP/s, once per (threads, B, H)."""
+    rates = {}
+    for row in report["rows"]:
+        if row.get("gemm_flops_per_s"):
+            rates.setdefault((row["threads"], row["batch"], row["hidden"]), row["gemm_flops_per_s"])
+    return "; ".join(f"threads={t} B={b} H={h}: {rate / 1e9:,.1f} GFLOP/s" for (t, b, h), rate in rates.items())
 
 
 def scaling_table(report: dict, scaling: str) -> str:

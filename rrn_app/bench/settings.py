@@ -54,6 +54,8 @@ Options:
   scaling=length|hidden  set length to 100,250,500,1000,2000 or hidden to 64,128,256,512,1024 and add a table
                          of tokens/s against it
   out=DIR                write DIR/bench.json and DIR/bench.md;  seed=0
+  peers=sru,mingru|all   also time other packages' layers (sru.SRU, mingru-pytorch's minGRU) at one layer, one
+                         direction, beside that shape's nn.LSTM; one not installed is a note (pip install "rrn[peers]")
 
 The path column says what runs each model: cpp / python / step (and +oneDNN) for the fast path, python/autograd
 for a step-wise Recurrence, oneDNN / aten / cuDNN for torch.nn's recurrent kernels, `unknown` for a cell made of
@@ -71,6 +73,7 @@ OPTIONS = {key: Option(default, str) for key, default in dict(
     cells="", batch="64", length="100", input="128", hidden="128", threads="", mode="train,infer", warmup="3",
     repeats="10", memory="true", device="cpu", dtype="float32", scaling="", out="", seed="0", backend="").items()}
 PARSER = KeyValueParser(OPTIONS, HELP, usage="(rrn-bench --help lists the keys)", noun="setting",
+OPTIONS["peers"] = Option("", str)  # peers.py
                         accept=lambda key: "." in key, shown=("cell.<option>", "<cell>.<option>"))
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -109,6 +112,7 @@ class Settings:
     common_options: dict[str, list] = field(default_factory=dict)  # cell.<option>
     cell_options: dict[str, dict[str, list]] = field(default_factory=dict)  # <cell>.<option>
     argv: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)  # peers.py: rows from other packages, when installed
 
 
 def whole_numbers(key: str, text: str, least: int) -> list[int]:
@@ -122,6 +126,7 @@ def whole_numbers(key: str, text: str, least: int) -> list[int]:
 def parse_arguments(argv: list[str]) -> Settings:
     """The Settings of an rrn-bench command line (--help prints HELP and exits 0; a bad setting is a BenchError
     or, for an unknown cell, the registry's UnknownCellError)."""
+    from rrn_app.bench import peers
     from rrn_app.cells import cell_info
 
     values = PARSER.parse(argv)
@@ -167,5 +172,5 @@ def parse_arguments(argv: list[str]) -> Settings:
         threads=threads, modes=modes, warmup=warmup, repeats=repeats, memory=bool(parse_value(values["memory"])),
         device=device, dtype=DTYPES[values["dtype"]], scaling=scaling,
         out=Path(values["out"]) if values["out"] else None, seed=seed, backends=backends, common_options=common,
-        cell_options=per_cell, argv=list(argv),
+        cell_options=per_cell, argv=list(argv), peers=peers.parse(values["peers"]),
     )
