@@ -127,6 +127,9 @@ def test_gradients_aligned_on_the_last_step_count_back_from_each_length():
         error = (torch.softmax(logits, -1) - nn.functional.one_hot(data["label"], 3)) / 3
         expected = (error @ model.classifier.weight).norm(dim=-1).mean()
     assert 10 ** result["gradient"]["log10_norm"][0][-1] == pytest.approx(float(expected), rel=1e-5)
+    trimmed = probe_model(model, [data], align="end", min_positions=2)  # steps only one sequence reaches left out
+    assert trimmed["gradient"]["steps"] == [-4, -3, -2, -1] and trimmed["state_norm"]["steps"] == [-4, -3, -2, -1]
+    assert trimmed["gradient"]["log10_norm"][0] == result["gradient"]["log10_norm"][0][2:]
 
 
 def test_the_jacobian_of_a_linear_res_rnn_step_is_identity_plus_U():

@@ -22,7 +22,8 @@ Writes `probe.json` (every number, the config, the command) and gradient_heatmap
 state_norm.png, jacobian.png in `out` (default: `<run>/probe/` beside a checkpoint, `runs/probe/<task>_<cell>_
 <time>/` for a model at initialisation; an existing folder gets -1, -2 ...). Prints the folder.
 
-Keys: ckpt, task, cell, out, split, batches, align, jacobian_sequences, jacobian_steps, threads, seed,
+Keys: ckpt, task, cell, out, split, batches, align, min_positions (timesteps with fewer real positions over the
+batches are left out), jacobian_sequences, jacobian_steps, threads, seed,
 trust_checkpoint, compare, labels; any dotted key (`cell.num_layers=8`, `data.root=...`, `task.data.batch_size=32`)
 overrides the run's config (with ckpt=: the run's own config, the checkpoint's weights).
 """
@@ -71,6 +72,7 @@ OPTIONS = {
     "batches": Option(4, _positive, "how many batches"),
     "align": Option("start", _choice("align", ("start", "end")),
                     "timesteps from each sequence's start, or back from its last step (-1)"),
+    "min_positions": Option(1, _positive, "leave out timesteps with fewer real positions than this"),
     "jacobian_sequences": Option(4, _positive, "sequences whose step Jacobians are taken"),
     "jacobian_steps": Option(5, _positive, "steps at which they are taken"),
     "threads": Option(1, _positive, "torch CPU threads"),
@@ -186,7 +188,7 @@ def _finite(values):
 
 
 def probe_model(model, batches: list, align: str = "start", jacobian_sequences: int = 4,
-                jacobian_steps: int = 5) -> dict:
+                jacobian_steps: int = 5, min_positions: int = 1) -> dict:
     """Every number the probe reports (module docstring) for `model` (its `encoder` replayed) on `batches`."""
     import numpy as np
     import torch
@@ -226,12 +228,19 @@ def probe_model(model, batches: list, align: str = "start", jacobian_sequences: 
         model.zero_grad(set_to_none=True)
     steps, gradient_means, counts = gradients.table()
     _, state_means, _ = norms.table()
+    kept = [index for index, count in enumerate(counts) if count >= min_positions]
+    if not kept:
+        raise UserError(f"no timestep has {min_positions} real positions (min_positions=); the batches have at "
+                        f"most {max(counts)}: lower it or give more batches.")
+    steps, counts = [steps[i] for i in kept], [counts[i] for i in kept]
+    gradient_means, state_means = gradient_means[:, kept], state_means[:, kept]
     with np.errstate(divide="ignore"):
         log_norms = np.log10(gradient_means)
     return {
         "rows": row_labels(replay),
         "align": align,
         "batches": len(batches),
+        "min_positions": min_positions,
         "loss": float(np.mean(losses)),
         "replay_max_difference": difference,
         "gradient": {"steps": steps, "log10_norm": _finite(log_norms.tolist()), "positions": counts},
@@ -310,7 +319,8 @@ def probe(argv: list[str]) -> Path:
     torch.set_num_threads(values["threads"])
     model, datamodule = build_model(cfg, checkpoint, path)
     batches = batches_of(datamodule, values["split"], values["batches"])
-    result = probe_model(model, batches, values["align"], values["jacobian_sequences"], values["jacobian_steps"])
+    result = probe_model(model, batches, values["align"], values["jacobian_sequences"], values["jacobian_steps"],
+                         values["min_positions"])
     state = f"checkpoint {path.name}" if path is not None else "initialisation"
     cell_node = OmegaConf.to_container(cfg.cell, resolve=True)
     result = {
