@@ -33,25 +33,7 @@ from torch import nn
 
 from rrn_app import option_checks
 from rrn_app.cells.sequence import check_common_options, check_lengths, length_mask
-
-
-def reversal_index(lengths: torch.Tensor | None, total_length: int, device) -> torch.Tensor | None:
-    """[batch, time]: where each step of a sequence reversed within its own length comes from (None: no padding)."""
-    if lengths is None:
-        return None
-    steps = torch.arange(total_length, device=device)[None, :]
-    last = lengths.to(device)[:, None] - 1
-    return torch.where(steps <= last, last - steps, steps)
-
-
-def reverse(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-    """x [batch, time, features] reversed by a `reversal_index` (None: the whole time axis)."""
-    return x.flip(1) if index is None else x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
-
-
-def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """Each sequence of [batch, time, features] reversed within its own length; the padding stays where it is."""
-    return reverse(x, reversal_index(lengths, x.shape[1], x.device))
+from rrn_app.cells.sequence import reversal_index, reverse, reverse_within_lengths  # noqa: F401 (their old home)
 
 
 def residual_links(num_layers: int) -> dict[int, int]:
