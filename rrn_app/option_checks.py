@@ -43,6 +43,9 @@ def require_files(paths, what: str, fix: str) -> None:
 
 
 class InvalidOption(UserError, ValueError):
+    """A bad option value: `InvalidOption("gain", -1, "must be positive")` reads "gain=-1 is not allowed: must be
+    positive"; `with_prefix("cell")` names the full config key (cell.gain), as rrn-train does for a cell's."""
+
     def __init__(self, option: str, value: object, allowed: str):
         self.option, self.value, self.allowed = option, value, allowed
         super().__init__(f"{option}={value!r} is not allowed: {allowed}")
@@ -52,18 +55,21 @@ class InvalidOption(UserError, ValueError):
 
 
 def positive_int(option: str, value) -> int:
+    """An integer > 0 (not a bool), returned as given; else InvalidOption."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise InvalidOption(option, value, "must be a positive integer")
     return value
 
 
 def positive_float(option: str, value) -> float:
+    """A number > 0 (an int or a float, not a bool), returned as a float; else InvalidOption."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise InvalidOption(option, value, "must be a number greater than 0")
     return float(value)
 
 
 def non_negative_float(option: str, value) -> float:
+    """A number >= 0 (not a bool), returned as a float; else InvalidOption."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise InvalidOption(option, value, "must be a number >= 0")
     return float(value)
@@ -84,6 +90,8 @@ def dropout_rate(option: str, value) -> float:
 
 
 def one_of(option: str, value, choices) -> object:
+    """`value` if it is one of `choices` (e.g. ("relu", "tanh"), or (False, True) for a flag); else InvalidOption
+    listing them."""
     if value not in choices:
         raise InvalidOption(option, value, f"must be one of {', '.join(map(repr, choices))}")
     return value
