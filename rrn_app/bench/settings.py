@@ -72,8 +72,8 @@ GRID_KEYS = ("batch", "length", "input", "hidden")
 OPTIONS = {key: Option(default, str) for key, default in dict(
     cells="", batch="64", length="100", input="128", hidden="128", threads="", mode="train,infer", warmup="3",
     repeats="10", memory="true", device="cpu", dtype="float32", scaling="", out="", seed="0", backend="").items()}
-PARSER = KeyValueParser(OPTIONS, HELP, usage="(rrn-bench --help lists the keys)", noun="setting",
 OPTIONS["peers"] = Option("", str)  # peers.py
+PARSER = KeyValueParser(OPTIONS, HELP, usage="(rrn-bench --help lists the keys)", noun="setting",
                         accept=lambda key: "." in key, shown=("cell.<option>", "<cell>.<option>"))
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
