@@ -6,13 +6,20 @@ Backends, chosen once per process (`backend()`), or forced for a while with `use
   compiler and ninja at first use, cached in torch's extensions folder, TORCH_EXTENSIONS_DIR);
 - "python": the same algorithm with the loop in Python (loop.py), used when the extension cannot be built (no
   compiler or ninja: a warning says so once), or with `RRN_FAST_CELLS=0`;
-- "step": `RRN_FAST_CELLS=step` turns the fast path off: the step-wise `Recurrence` loop with autograd.
+- "step": `RRN_FAST_CELLS=step` turns the fast path off: the step-wise `Recurrence` loop with autograd;
+- "triton": the fused Triton kernels of triton_kernel.py (`pip install rrn[triton]`). Not chosen process-wide:
+  `kernel_for` picks them per call, for CUDA tensors whenever triton imports and the call is one they cover
+  (else the call stays on the backend above, the ATen loop on CUDA); `RRN_FAST_CELLS=triton` or
+  `use_backend("triton")` forces them wherever they apply, CPU tensors included under Triton's interpreter
+  (TRITON_INTERPRET=1 when triton_kernel.py is first imported: the tests).
 
 The switches, all read here:
 
 - `RRN_FAST_CELLS`: 1 (default) the C++ loop, falling back to "python" with a warning where it cannot be built;
   `require` the C++ loop or an error (CI: a broken build must fail the tests, not skip them); 0 "python";
-  `step` "step";
+  `step` "step"; `triton` the Triton kernels wherever they apply (the rest on the C++ or Python loop);
+- `RRN_TRITON`: 1 (default) the Triton kernels for CUDA tensors where they apply, 0 the ATen loop there; read at
+  each call;
 - `RRN_ONEDNN`: 1 (default) lets float32 layers with hidden_size >= 256 multiply by oneDNN's matmul each step
   (csrc/step_gemm.h), 0 keeps ATen's mm; read at each call;
 - `RRN_FAST_CELLS_DEVICE_LOOP`: 1 runs the loop of ATen ops a GPU runs (csrc/device_loop.h) on CPU too, which is
@@ -37,17 +44,19 @@ from rrn_app.option_checks import UserError
 ENV = "RRN_FAST_CELLS"
 ONEDNN_ENV = "RRN_ONEDNN"
 DEVICE_LOOP_ENV = "RRN_FAST_CELLS_DEVICE_LOOP"
+TRITON_ENV = "RRN_TRITON"
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("ops.cpp",)  # compiled; the headers beside it are included (and hashed into the build's name)
 EXTENSION = "rrn_fast_cells"  # the ops' namespace: torch.ops.rrn_fast_cells
 OPENMP_FLAG = "-fopenmp"  # without OpenMP (a compiler lacking it: tried next) the loops run on one thread
-BACKENDS = ("cpp", "python", "step")
+BACKENDS = ("cpp", "python", "step", "triton")
 
 _lock = threading.Lock()
 _backend: str | None = None
 _forced: str | None = None
 _built: bool | None = None
 _build_error: str | None = None
+_triton = None  # triton_kernel.py once imported, or the ImportError's text
 
 
 class SwitchError(UserError, RuntimeError):
@@ -90,11 +99,11 @@ def _setting() -> str:
         return "python"
     if setting in ("1", "cpp", "true", "yes", ""):
         return "cpp"
-    if setting == "require":
-        return "require"
+    if setting in ("require", "triton"):
+        return setting
     raise UserError(f"{ENV}={raw!r} is not a setting: 1 (the C++ loop, the default), require (the C++ loop, and "
-                    "an error where it cannot be built), 0 (the same algorithm in pure PyTorch) or step (the "
-                    "step-by-step autograd loop)")
+                    "an error where it cannot be built), 0 (the same algorithm in pure PyTorch), step (the "
+                    "step-by-step autograd loop) or triton (the Triton kernels wherever they apply)")
 
 
 def _required() -> bool:
@@ -165,6 +174,9 @@ def backend() -> str:
                 setting = _setting()
                 if setting in ("cpp", "require"):
                     _backend = "cpp" if _build(required=setting == "require") else "python"
+                elif setting == "triton":
+                    triton_kernels()  # an error now if triton is missing, not at the first layer
+                    _backend = "triton"
                 else:
                     _backend = setting
     return _backend
@@ -175,9 +187,11 @@ class use_backend:
 
     def __init__(self, name: str | None):
         if name not in (None, *BACKENDS):
-            raise ValueError(f"unknown fast-cell backend {name!r}: cpp, python or step")
+            raise ValueError(f"unknown fast-cell backend {name!r}: cpp, python, step or triton")
         if name == "cpp" and backend_available("cpp") is False:
             raise RuntimeError("the C++ fast path is not available here (see the warning above)")
+        if name == "triton":
+            triton_kernels()
         global _forced
         self.previous, _forced = _forced, name
 
@@ -194,11 +208,14 @@ def _loaded() -> bool:
 
 
 def backend_available(name: str) -> bool:
-    """Whether `name` can run here: "python" and "step" always; "cpp" where the extension builds (building it).
+    """Whether `name` can run here: "python" and "step" always; "cpp" where the extension builds (building it);
+    "triton" where triton imports.
 
     Under RRN_FAST_CELLS=require "cpp" always counts as available, without building: the build happens when the
     C++ loop first runs, and its failure is an error there — so what needs it fails, rather than being skipped.
     """
+    if name == "triton":
+        return not isinstance(_import_triton(), str)
     if name != "cpp" or _backend == "cpp" or _loaded():
         return True
     if _required():
@@ -218,3 +235,43 @@ def cpp_ops():
 def step_gemm(weight: torch.Tensor, which: str) -> str:
     """What multiplies the state by this layer's recurrent weight [U; ...] each step: "oneDNN" or "ATen"."""
     return cpp_ops().step_gemm(weight, switches().onednn) if which == "cpp" else "ATen"
+
+
+def _import_triton():
+    """triton_kernel.py, imported once; the error's text where triton is missing or broken (broken: a warning)."""
+    global _triton
+    if _triton is None:
+        try:
+            from rrn_app.cells.fast import triton_kernel
+            _triton = triton_kernel
+        except Exception as error:  # a broken triton must not stop training: the ATen loop runs instead
+            _triton = f"{type(error).__name__}: {error}"
+            if not (isinstance(error, ModuleNotFoundError) and error.name == "triton"):  # not installed: no news
+                warnings.warn(f"rrn: the Triton kernels of res_rnn/gres_rnn are unavailable, using the ATen loop on "
+                              f"CUDA: {_triton}. Set {TRITON_ENV}=0 to silence this warning.", RuntimeWarning,
+                              stacklevel=3)
+    return _triton
+
+
+def triton_kernels():
+    """triton_kernel.py (its `supports`, `forward`, `backward`), or a UserError saying how to install triton."""
+    module = _import_triton()
+    if isinstance(module, str):
+        raise UserError(f"the Triton kernels of res_rnn/gres_rnn need triton, which does not import here ({module}): "
+                        "pip install 'rrn[triton]', or unset RRN_FAST_CELLS=triton")
+    return module
+
+
+def kernel_for(spec, which: str, xp: torch.Tensor, s0: torch.Tensor, weight: torch.Tensor,
+               gamma: torch.Tensor | None) -> str:
+    """The kernels that run this call: "triton" where forced (`which`) or for CUDA tensors (RRN_TRITON on, triton
+    importable) when triton_kernel.supports the call; else `which`, or for a forced "triton" the loop it replaces
+    ("cpp" where the extension builds, else "python")."""
+    if which != "triton" and not (xp.is_cuda and switch_on(TRITON_ENV, True) and backend_available("triton")):
+        return which  # CPU tensors never import triton here
+    if triton_kernels().supports(spec, xp, s0, weight, gamma):
+        return "triton"
+    if which != "triton":
+        return which
+    with _lock:
+        return "cpp" if _loaded() or _build() else "python"

@@ -22,6 +22,10 @@ Not covered, so `supports` says no and the ATen loop runs instead: recurrent bat
 over the whole batch, across the programs' tiles), float64, autocast's low precisions. Products are IEEE
 float32 unless torch allows TF32 for CUDA matmuls (torch.backends.cuda.matmul.allow_tf32), as torch's own mm.
 The tile sizes and the on-chip limit are first guesses, not tuned: no GPU was lent to measure them on.
+
+The kernels call Triton's builtins only, none of triton.language's own @triton.jit helpers (tl.sigmoid, tl.zeros):
+those are decorated when triton is first imported, so with them the interpreter would run these kernels only if
+TRITON_INTERPRET was set before that; without them, setting it while this module is imported is enough.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 from rrn_app.cells.fast.loop import Backward, Forward
 from rrn_app.cells.fast.spec import RecurrenceSpec
@@ -55,11 +60,14 @@ def fits_on_chip(spec: RecurrenceSpec, hidden_size: int) -> bool:
     return matrices(spec) * padded(hidden_size) ** 2 <= ON_CHIP_LIMIT
 
 
-def supports(spec: RecurrenceSpec, xp: torch.Tensor, gamma: torch.Tensor | None) -> bool:
-    """Whether these kernels compute this call (module docstring); else the ATen loop does."""
+def supports(spec: RecurrenceSpec, xp: torch.Tensor, s0: torch.Tensor, weight: torch.Tensor,
+             gamma: torch.Tensor | None) -> bool:
+    """Whether these kernels compute this call (module docstring): float32 CUDA tensors (any device's under the
+    interpreter), no batch norm, int32 indices; else the ATen loop does."""
     T, B, kH = xp.shape
-    rows = spec.recurrent_rows(kH // (2 if spec.gated else 1))  # R, the widest of the loop's tensors (dL/dP)
-    return gamma is None and not spec.batch_norm and xp.dtype == torch.float32 and (T + 1) * B * rows <= INDEX_LIMIT
+    rows = weight.shape[0]  # R: dL/dP [T, B, R] is the widest of the loop's tensors
+    return (gamma is None and not spec.batch_norm and (xp.is_cuda or INTERPRETED)
+            and all(t.dtype == torch.float32 for t in (xp, s0, weight)) and (T + 1) * B * rows <= INDEX_LIMIT)
 
 
 def _precision(x: torch.Tensor) -> str:
@@ -74,6 +82,11 @@ def _tanh(z):
     e = tl.exp(-2.0 * tl.abs(z))  # in (0, 1]: no overflow
     magnitude = (1.0 - e) / (1.0 + e)
     return tl.where(z < 0, -magnitude, magnitude)
+
+
+@triton.jit
+def _sigmoid(z):
+    return 1.0 / (1.0 + tl.exp(-z))  # tl.sigmoid's formula (why not tl.sigmoid: the module docstring)
 
 
 @triton.jit
@@ -161,7 +174,7 @@ def _forward_persistent(xp, states, acts, gates, weight, mask, T, B, H, KH,
         a = _activate(tl.dot(s, u, input_precision=PRECISION) + tl.load(x_t, mask=tile_ok, other=0.0), RELU)
         g = a  # unused unless gated
         if GATED:
-            g = tl.sigmoid(tl.dot(s, u_g, input_precision=PRECISION) + tl.load(x_t + H, mask=tile_ok, other=0.0))
+            g = _sigmoid(tl.dot(s, u_g, input_precision=PRECISION) + tl.load(x_t + H, mask=tile_ok, other=0.0))
         base = s
         if LINEAR:
             base = tl.dot(s, w_im, input_precision=PRECISION)
@@ -190,7 +203,7 @@ def _backward_persistent(grad, states, acts, gates, weight, mask, dpre, ds0, T, 
         w_im = tl.load(weight + KH * H + straight, mask=weight_ok, other=0.0)
     at_state = rows[:, None] * H + cols[None, :]
     at_pre = rows[:, None] * R + cols[None, :]
-    carry = tl.zeros((BB, HP), dtype=tl.float32)  # dL/ds_{t+1} through step t+1
+    carry = tl.full((BB, HP), 0.0, tl.float32)  # dL/ds_{t+1} through step t+1
     for i in range(T):
         t = T - 1 - i
         total = tl.load(grad + t * B * H + at_state, mask=tile_ok, other=0.0) + carry
@@ -229,9 +242,9 @@ def _forward_step(xp, states, acts, gates, weight, mask, t, B, H, KH,
     row_ok, col_ok = rows < B, cols < H
     tile_ok = row_ok[:, None] & col_ok[None, :]
     previous = states + t * B * H
-    acc = tl.zeros((BB, BN), dtype=tl.float32)
-    acc_g = tl.zeros((BB, BN), dtype=tl.float32)
-    acc_im = tl.zeros((BB, BN), dtype=tl.float32)
+    acc = tl.full((BB, BN), 0.0, tl.float32)
+    acc_g = tl.full((BB, BN), 0.0, tl.float32)
+    acc_im = tl.full((BB, BN), 0.0, tl.float32)
     for k0 in range(0, H, BK):
         inner = k0 + tl.arange(0, BK)
         s_chunk = tl.load(previous + rows[:, None] * H + inner[None, :],
@@ -251,7 +264,7 @@ def _forward_step(xp, states, acts, gates, weight, mask, t, B, H, KH,
     a = _activate(acc + tl.load(x_t, mask=tile_ok, other=0.0), RELU)
     g = a  # unused unless gated
     if GATED:
-        g = tl.sigmoid(acc_g + tl.load(x_t + H, mask=tile_ok, other=0.0))
+        g = _sigmoid(acc_g + tl.load(x_t + H, mask=tile_ok, other=0.0))
     base = s
     if LINEAR:
         base = acc_im
@@ -275,7 +288,7 @@ def _backward_step(grad, states, acts, gates, weight, mask, carry_in, carry_out,
     row_ok, col_ok = rows < B, cols < H
     keep = _keep(mask, t, B, rows, HAS_MASK)
     writes = (rows * 0 + tl.program_id(1) == 0)[:, None]  # [BB, 1]: only the first column of tiles stores dL/dP
-    acc = tl.zeros((BB, BN), dtype=tl.float32)
+    acc = tl.full((BB, BN), 0.0, tl.float32)
     for k0 in range(0, H, BK):
         inner = k0 + tl.arange(0, BK)
         chunk_ok = row_ok[:, None] & (inner < H)[None, :]
@@ -312,6 +325,9 @@ def _backward_step(grad, states, acts, gates, weight, mask, carry_in, carry_out,
     if HAS_MASK:
         acc += tl.where(keep[:, None], 0.0, total)
     tl.store(carry_out + at_state, acc, mask=tile_ok)
+
+
+INTERPRETED = isinstance(_forward_persistent, InterpretedFunction)  # TRITON_INTERPRET=1 when this module was imported
 
 
 # --- the backend's kernels, called as loop.forward / loop.backward are (function.py) ------------------------------

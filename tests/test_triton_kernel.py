@@ -1,0 +1,217 @@
+"""The Triton kernels of res_rnn and gres_rnn (rrn_app/cells/fast/triton_kernel.py) give what the step-by-step
+oracles of reference.py give — outputs, final states and the gradients of the input, the initial state and every
+weight — run by Triton's interpreter on CPU tensors, so no GPU is needed; and they compile for a Hopper GPU.
+
+float32 at 1e-5 of each tensor's scale: the kernels do the oracle's arithmetic in float32 in another order (the
+products as tl.dot's IEEE float32 sums, tanh from exp), which moves results by a few float32 roundings per step
+(about 1e-7 relative here), far below 1e-5; a wrong term (a missing shortcut, gate or padding rule) moves them by
+O(1). Sizes are small (B=3, T=5, H=16-24) because the interpreter runs every block operation in numpy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed (pip install 'rrn[triton]'): the Triton kernels of "
+                                     "res_rnn/gres_rnn are not tested here")
+
+from rrn_app.cells import get_cell, reference  # noqa: E402
+from rrn_app.cells.fast import backends  # noqa: E402
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "identity": reference.identity}
+CONFIGS = {
+    "res_rnn": ("res_rnn", {}),
+    "res_rnn linear relu tanh": ("res_rnn", dict(projection="linear", activation="relu", output_activation="tanh")),
+    "gres_rnn": ("gres_rnn", {}),
+    "gres_rnn linear tanh": ("gres_rnn", dict(projection="linear", output_activation="tanh")),
+    "gres_rnn relu": ("gres_rnn", dict(activation="relu")),
+}
+KERNEL_FILE = backends.CSRC.parent / "triton_kernel.py"
+
+
+def load_kernel_module(name: str, interpret: bool):
+    """A fresh copy of triton_kernel.py; whether Triton interprets its kernels is decided as they are decorated, by
+    TRITON_INTERPRET at import, so it is set (or unset) just for that."""
+    previous = os.environ.pop("TRITON_INTERPRET", None)
+    if interpret:
+        os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        spec = importlib.util.spec_from_file_location(name, KERNEL_FILE)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        os.environ.pop("TRITON_INTERPRET", None)
+        if previous is not None:
+            os.environ["TRITON_INTERPRET"] = previous
+    return module
+
+
+@pytest.fixture
+def kernels(monkeypatch):
+    """The interpreted kernels, in place of the module backends.py would import, counting their calls."""
+    module = load_kernel_module("rrn_triton_interpreted", interpret=True)
+    assert module.INTERPRETED
+    module.calls = {"forward": 0, "backward": 0}
+    for name in ("forward", "backward"):
+        def counted(*args, _run=getattr(module, name), _name=name):
+            module.calls[_name] += 1
+            return _run(*args)
+        monkeypatch.setattr(module, name, counted)
+    monkeypatch.setattr(backends, "_triton", module)
+    with backends.use_backend("triton"):
+        yield module
+
+
+def perturbed(cell, scale=0.3, seed=1):
+    """Weights away from the near-identity start, so every term of the recurrence matters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in cell.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    return cell
+
+
+def oracle(layer, x, s0):
+    """reference.res_rnn / gres_rnn with the layer's own weights, on full-length sequences."""
+    options = dict(activation=ACTIVATIONS[layer.activation_name],
+                   output_activation=ACTIVATIONS[layer.output_activation_name], s0=s0)
+    if layer.fast_gated:
+        W, W_g = layer.weight_ih.chunk(2)
+        U, U_g = layer.weight_hh.chunk(2)
+        b, b_g = layer.bias.chunk(2)
+        return reference.gres_rnn(x, W, U, b, W_g, U_g, b_g, layer.weight_im, **options)
+    return reference.res_rnn(x, layer.weight_ih, layer.weight_hh, layer.bias, layer.weight_im, **options)
+
+
+def assert_relative(actual, expected, what, tolerance=1e-5):
+    """|actual - expected| <= tolerance * max |expected| (the module docstring says why 1e-5)."""
+    assert actual.shape == expected.shape, what
+    scale = expected.abs().max().clamp(min=1e-30)
+    error = (actual - expected).abs().max()
+    assert error <= tolerance * scale, f"{what}: max error {error:.3g} > {tolerance} x max |expected| {scale:.3g}"
+
+
+def check_against_reference(layer, lengths, batch=3, steps=5, inputs=4):
+    """The layer (on whatever backend is forced) against the oracle run on each sequence alone, up to its length."""
+    H, dtype = layer.hidden_size, layer.weight_hh.dtype
+    x = torch.randn(batch, steps, inputs, dtype=dtype, requires_grad=True)
+    s0 = torch.randn(batch, H, dtype=dtype, requires_grad=True)
+    out_weights, state_weights = torch.randn(batch, steps, H, dtype=dtype), torch.randn(batch, H, dtype=dtype)
+    parameters = [x, s0, *layer.parameters()]
+    outputs, final = layer(x, lengths, s0)
+    grads = torch.autograd.grad((outputs * out_weights).sum() + (final * state_weights).sum(), parameters)
+
+    full = torch.full((batch,), steps) if lengths is None else lengths
+    expected_outputs, expected_final, loss = torch.zeros(batch, steps, H, dtype=dtype), [], 0.0
+    for row, length in enumerate(full.tolist()):
+        sequence_outputs, s_T = oracle(layer, x[row:row + 1, :length], s0[row:row + 1])
+        expected_outputs[row, :length] = sequence_outputs[0].detach()
+        expected_final.append(s_T.detach())
+        loss = loss + (sequence_outputs[0] * out_weights[row, :length]).sum() + (s_T[0] * state_weights[row]).sum()
+    expected_grads = torch.autograd.grad(loss, parameters)
+
+    assert_relative(outputs, expected_outputs, "outputs")
+    assert_relative(final, torch.cat(expected_final), "final state")
+    names = ["x", "s0"] + [name for name, _ in layer.named_parameters()]
+    for name, actual, expected in zip(names, grads, expected_grads, strict=True):
+        assert_relative(actual, expected, f"d/d{name}")
+
+
+def make_layer(config, hidden_size=16, inputs=4, **extra):
+    name, options = CONFIGS[config]
+    torch.manual_seed(0)
+    return perturbed(get_cell(name)(input_size=inputs, hidden_size=hidden_size, **options, **extra)).layers[0][0]
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["full length", "padded"])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_persistent_kernel_matches_the_reference(config, padded, kernels):
+    """One launch for the whole sequence, the weights held across steps: values and every gradient."""
+    layer = make_layer(config)
+    assert kernels.fits_on_chip(layer.fast_spec, layer.hidden_size)
+    check_against_reference(layer, torch.tensor([5, 2, 4]) if padded else None)
+    assert kernels.calls == {"forward": 1, "backward": 1}  # the Triton kernels ran, not a fallback
+
+
+@pytest.mark.parametrize("config", ["res_rnn linear relu tanh", "gres_rnn", "gres_rnn linear tanh"])
+def test_stepwise_kernel_matches_the_reference(config, kernels, monkeypatch):
+    """One launch a step over tiles of sequences x hidden units (forced here with 16-wide tiles, so H=24 spans two
+    tiles of hidden units, the second partly past H, and the product two chunks of the state), padded."""
+    monkeypatch.setattr(kernels, "ON_CHIP_LIMIT", 0)
+    monkeypatch.setattr(kernels, "BLOCK_N", 16)
+    monkeypatch.setattr(kernels, "BLOCK_K", 16)
+    layer = make_layer(config, hidden_size=24)
+    assert not kernels.fits_on_chip(layer.fast_spec, layer.hidden_size)
+    check_against_reference(layer, torch.tensor([5, 1, 3]))
+    assert kernels.calls == {"forward": 1, "backward": 1}
+
+
+def test_inference_keeps_only_the_states(kernels):
+    """Without autograd the kernels keep no activations, and give the states the training call gives."""
+    layer = make_layer("gres_rnn linear tanh")
+    x, lengths = torch.randn(3, 5, 4), torch.tensor([5, 3, 4])
+    with torch.no_grad():
+        outputs, final = layer(x, lengths)
+    expected_outputs, expected_final = layer(x, lengths)
+    assert kernels.calls == {"forward": 2, "backward": 0}
+    torch.testing.assert_close(outputs, expected_outputs.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(final, expected_final.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", ["batch norm", "float64"])
+def test_calls_the_kernels_do_not_cover_run_on_the_aten_loop(case, kernels):
+    """Recurrent batch norm (statistics across the whole batch) and float64 stay on the C++/Python loop, correct."""
+    if case == "batch norm":
+        layer = make_layer("gres_rnn", batch_norm=True)
+        x, s0 = torch.randn(3, 5, 4), torch.randn(3, 16)
+        W, W_g = layer.weight_ih.chunk(2)
+        U, U_g = layer.weight_hh.chunk(2)
+        b, b_g = layer.bias.chunk(2)
+        gamma, gamma_g = layer.norm.weight.chunk(2)
+        expected, _ = reference.gres_rnn(x, W, U, b, W_g, U_g, b_g, s0=s0, gamma=gamma, gamma_g=gamma_g)
+        outputs, _ = layer(x, None, s0)
+        assert_relative(outputs, expected, "outputs")
+    else:
+        layer = make_layer("res_rnn").double()
+        check_against_reference(layer, torch.tensor([5, 2, 4]))
+    assert kernels.calls == {"forward": 0, "backward": 0}
+
+
+def test_cpu_tensors_stay_on_their_backend_without_the_interpreter():
+    """Not forced, a CPU call keeps the process's backend (the Triton kernels are for CUDA tensors)."""
+    layer = make_layer("res_rnn")
+    xp, s0 = torch.zeros(5, 3, 16), torch.zeros(3, 16)
+    weight = layer.weight_hh.detach()
+    for which in ("cpp", "python"):
+        assert backends.kernel_for(layer.fast_spec, which, xp, s0, weight, None) == which
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_a_hopper_gpu():
+    """The compiled (not interpreted) kernels lower to a cubin for sm_90 with Triton's own toolchain — no GPU is
+    needed to compile — for the richest options: gated, linear projection, tanh output, padding."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    module = load_kernel_module("rrn_triton_compiled", interpret=False)
+    assert not module.INTERPRETED
+    flags = dict(RELU=False, OUT_TANH=True, GATED=True, LINEAR=True, HAS_MASK=True, PRECISION="ieee")
+    for kernel, pointers, constants, warps in (
+            (module._forward_persistent, 6, dict(SAVE=True, BB=16, HP=64), 8),
+            (module._backward_persistent, 8, dict(BB=16, HP=64), 8),
+            (module._forward_step, 6, dict(SAVE=True, BB=16, BN=64, BK=32), 4),
+            (module._backward_step, 9, dict(BB=16, BN=64, BK=32), 4)):
+        constants = {**flags, **constants}
+        names = kernel.arg_names
+        runtime = [name for name in names if name not in constants]
+        signature = {name: ("*u8" if name == "mask" else "*fp32") if index < pointers else "i32"
+                     for index, name in enumerate(runtime)}
+        signature.update({name: "constexpr" for name in constants})
+        source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constants.items()})
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+        assert compiled.asm["cubin"], kernel.__name__
