@@ -6,7 +6,7 @@ Same algorithm and tensors as loop.py (shapes there and in spec.py); what differ
 - `persistent` (hidden sizes that fit, `fits_on_chip`): ONE launch for the whole sequence, one program per tile
   of BLOCK_B sequences looping over time. The recurrent weights [U; (U_g;) (W_im)] are loaded into the program's
   registers once, before the loop, and the state stays there between steps (as FlashRNN keeps its weights on
-  chip); each step is the products s U^T (s U_g^T, s W_im^T) on the tensor cores and the elementwise part
+  chip); each step is the products s U^T (s U_g^T, s W_im^T) as tl.dot and the elementwise part
   (activation, gate, shortcut, f, padding) fused behind them, writing s_{t+1} (and a_t, g_t for the backward
   pass). The backward pass is the same shape: one launch, carry dL/ds_t in registers, dL/dP_t written per step.
 - `stepwise` (larger hidden sizes): one launch per step over tiles of (sequences x hidden units), each tile's
