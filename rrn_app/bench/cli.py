@@ -71,7 +71,7 @@ def run(settings: Settings, log=print) -> dict:
             group_rows = []
             for model in group:
                 row = dict(config, cell=model.label, kind=model.kind, options=model.options,
-                           path=path_of(model, x))
+                           precision=model.precision, path=path_of(model, x))
                 for mode in settings.modes:
                     stats = results[mode][model.label]
                     base = results[mode][model.reference or group[0].label]["tokens_per_second"]  # its nn.LSTM

@@ -38,7 +38,8 @@ def _status_kib(key: str) -> int:
 def probe_memory(spec: dict) -> dict:
     """In a fresh process: peak resident memory of one call per mode over what was resident before it (bytes)."""
     torch.set_num_threads(spec["threads"])
-    model = Model(spec["label"], spec["kind"], spec["options"], spec["backend"])
+    model = Model(spec["label"], spec["kind"], spec["options"], spec["backend"],
+                  precision=spec.get("precision", "32-true"))
     dtype = getattr(torch, spec["dtype"])
     model.module = build(model, spec["input"], spec["hidden"], "cpu", dtype, spec["seed"])
     x = torch.randn(spec["batch"], spec["length"], spec["input"], dtype=dtype)
@@ -61,7 +62,8 @@ def cpu_peaks(models: list[Model], spec: dict) -> dict[str, dict]:
            "OMP_NUM_THREADS": str(spec["threads"])}
     peaks = {}
     for model in models:
-        own = {**spec, "label": model.label, "kind": model.kind, "options": model.options, "backend": model.backend}
+        own = {**spec, "label": model.label, "kind": model.kind, "options": model.options, "backend": model.backend,
+               "precision": model.precision}
         done = subprocess.run([sys.executable, "-m", "rrn_app.bench", "--probe-memory", json.dumps(own)],
                               capture_output=True, text=True, env=env, timeout=900)
         try:

@@ -3,6 +3,7 @@ baselines, of the same layer count and direction), how they are built and called
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rrn_app.bench.settings import BenchError, Settings
+from rrn_app.bench.settings import PRECISIONS, BenchError, Settings
 
 BASELINES = {"nn.LSTM": nn.LSTM, "nn.GRU": nn.GRU}
 BASELINE_OPTIONS = ("num_layers", "bidirectional", "dropout")  # what cell.<option> passes on to nn.LSTM/GRU
@@ -26,6 +27,8 @@ class Model:
     backend: str | None  # fast-path backend forced for this model (None: the default)
     module: nn.Module | None = None
     reference: str = ""  # the label of the nn.LSTM its ratio is taken against ("": its group's first model)
+    precision: str = "32-true"  # Lightning's name: X-mixed runs every call under torch.autocast(device_type, X)
+    device_type: str = "cpu"
 
 
 def variants(options: dict[str, list]) -> list[dict]:
@@ -80,9 +83,11 @@ def model_list(settings: Settings) -> list[list[Model]]:
 
     groups = []
     grid = variants(settings.common_options)
-    for common in grid:
+    for precision, common in itertools.product(settings.precisions, grid):
         # several groups (a cell.<option> list): every row names its group's values, the baselines' included
         group_tags = [f"{k}={v}" for k, v in common.items()] if len(grid) > 1 else []
+        if precision != "32-true" or len(settings.precisions) > 1:  # each precision its own group of rows
+            group_tags.append(f"precision={precision}")
         cells, shapes = [], []
         for name in settings.cells:
             accepted = set(cell_info(name).options())
@@ -115,6 +120,8 @@ def model_list(settings: Settings) -> list[list[Model]]:
         unused = set(common) - {k for m in group for k in m.options}
         if unused:
             raise BenchError(f"no cell takes cell.{sorted(unused)[0]}")
+        for model in group:
+            model.precision, model.device_type = precision, torch.device(settings.device).type
         groups.append(group)
     return groups
 
@@ -154,9 +161,15 @@ def build(model: Model, input_size: int, hidden_size: int, device, dtype, seed: 
 
 
 def backend_context(model: Model):
+    """What every call of the model runs under: its fast-path backend, and autocast for a mixed precision."""
     from rrn_app.cells import fast
 
-    return fast.use_backend(model.backend)
+    context = contextlib.ExitStack()
+    context.enter_context(fast.use_backend(model.backend))
+    low = PRECISIONS[model.precision]
+    if low is not None:
+        context.enter_context(torch.autocast(model.device_type, dtype=low))
+    return context
 
 
 def path_of(model: Model, x: torch.Tensor) -> str:
@@ -175,6 +188,9 @@ def path_of(model: Model, x: torch.Tensor) -> str:
     if fast_layers:
         with backend_context(model):
             which = fast_layers[0].fast_backend(x)
+            dtypes = fast.call_precision(x, fast_layers[0].weight_hh)
+        if dtypes.mixed and which != "step":  # mixed precision: the GEMMs' dtype (fast/precision.py)
+            return f"{which}+{str(dtypes.gemm).removeprefix('torch.')}"
         if which == "cpp" and fast.step_gemm(fast_layers[0].weight_hh, which) == "oneDNN":
             which += "+oneDNN"
         return which

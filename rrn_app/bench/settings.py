@@ -21,7 +21,7 @@ HELP = """`rrn-bench`: training and inference speed of recurrent cells, always n
     rrn-bench mode=train-loop            # rrn-train's batches/s against a bare PyTorch loop (mode=train-loop --help)
 
 Every `key=value`; a comma list makes a grid. For each configuration (threads x batch x length x input x hidden
-x cell options) every model — the cells asked for, `nn.LSTM` and `nn.GRU` — is built with the same seed and
+x precision x cell options) every model — the cells asked for, `nn.LSTM` and `nn.GRU` — is built with the same seed and
 timed on the same random batch [batch, length, input] of full-length sequences. The baselines have the layer
 count and direction of the cells they are compared with (`num_layers`, `bidirectional`: given, or the cell's
 default); cells of different shapes in one run each get baselines of their shape, labelled with it.
@@ -51,6 +51,8 @@ Options:
   mode=train-loop        rrn-train's training batches/s against a bare loop over the same model, loader and
                          optimizer, per task (rrn-bench mode=train-loop --help; rrn_app/bench/train_loop.py)
   memory=true|false      measure peak memory (default true);  device=cpu|cuda;  dtype=float32|float64
+  precision=32-true,bf16-mixed   Lightning's trainer.precision (a grid): X-mixed times every model, nn.LSTM
+                         and nn.GRU included, under torch.autocast(device, X); 16-mixed needs device=cuda
   scaling=length|hidden  set length to 100,250,500,1000,2000 or hidden to 64,128,256,512,1024 and add a table
                          of tokens/s against it
   out=DIR                write DIR/bench.json and DIR/bench.md;  seed=0
@@ -71,11 +73,14 @@ GRID_KEYS = ("batch", "length", "input", "hidden")
 # every value as written (type=str): the comma lists are read below, each entry typed by parse_value
 OPTIONS = {key: Option(default, str) for key, default in dict(
     cells="", batch="64", length="100", input="128", hidden="128", threads="", mode="train,infer", warmup="3",
-    repeats="10", memory="true", device="cpu", dtype="float32", scaling="", out="", seed="0", backend="").items()}
+    repeats="10", memory="true", device="cpu", dtype="float32", scaling="", out="", seed="0", backend="",
+    precision="32-true").items()}
 OPTIONS["peers"] = Option("", str)  # peers.py
 PARSER = KeyValueParser(OPTIONS, HELP, usage="(rrn-bench --help lists the keys)", noun="setting",
                         accept=lambda key: "." in key, shown=("cell.<option>", "<cell>.<option>"))
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# precision= (Lightning's names): the dtype autocast casts to, None for no autocast
+PRECISIONS = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 class BenchError(UserError):
@@ -109,6 +114,7 @@ class Settings:
     out: Path | None
     seed: int
     backends: list[str | None]
+    precisions: list[str] = field(default_factory=lambda: ["32-true"])  # PRECISIONS' keys
     common_options: dict[str, list] = field(default_factory=dict)  # cell.<option>
     cell_options: dict[str, dict[str, list]] = field(default_factory=dict)  # <cell>.<option>
     argv: list[str] = field(default_factory=list)
@@ -167,10 +173,20 @@ def parse_arguments(argv: list[str]) -> Settings:
 
         if not fast.backend_available("cpp"):
             raise BenchError("backend=cpp: the C++ extension cannot be built here (see the warning above)")
+    precisions = [p.strip() for p in values["precision"].split(",") if p.strip()]
+    for name in precisions:
+        if name not in PRECISIONS:
+            raise BenchError(f"precision={name!r}: one of {', '.join(PRECISIONS)}")
+        if name == "16-mixed" and not device.startswith("cuda"):
+            raise BenchError("precision=16-mixed needs device=cuda (on CPU, Lightning's mixed precision is "
+                             "bf16-mixed)")
+        if PRECISIONS[name] is not None and values["dtype"] != "float32":
+            raise BenchError(f"precision={name} autocasts float32 models: leave dtype=float32")
     return Settings(
         cells=cells, batch=grid["batch"], length=grid["length"], input=grid["input"], hidden=grid["hidden"],
         threads=threads, modes=modes, warmup=warmup, repeats=repeats, memory=bool(parse_value(values["memory"])),
         device=device, dtype=DTYPES[values["dtype"]], scaling=scaling,
-        out=Path(values["out"]) if values["out"] else None, seed=seed, backends=backends, common_options=common,
+        out=Path(values["out"]) if values["out"] else None, seed=seed, backends=backends, precisions=precisions,
+        common_options=common,
         cell_options=per_cell, argv=list(argv), peers=peers.parse(values["peers"]),
     )

@@ -25,9 +25,11 @@ as nn.RNN, so that at the start ds_t/ds_{t-1} = f'(y) (W_im + act'(.) U) = I + O
 Speed: the layer runs on the fast path of fast/ — W x_t + b for all timesteps in one GEMM, one GEMM per step
 for [U; W_im] s_{t-1}, the time loop and a hand-written back-propagation through time in C++ (or the same
 algorithm in Python when no compiler is present), weight gradients as single GEMMs after the loop, recurrent
-batch norm included. Under autocast, for dtypes other than float32/float64, in a subclass that changes the step,
-or with RRN_FAST_CELLS=step it runs step by step (recurrence.py) with autograd instead. reference.res_rnn is
-the plain step-by-step version the tests check both against.
+batch norm included. Under autocast (mixed precision) too: the GEMMs in autocast's dtype where the device has
+it natively, the states, the elementwise pass and batch norm in float32 (fast/precision.py). For weights in
+dtypes other than float32/float64 (outside autocast, inputs likewise), in a subclass that changes the step, or
+with RRN_FAST_CELLS=step it runs step by step (recurrence.py) with autograd instead. reference.res_rnn is the
+plain step-by-step version the tests check both against.
 """
 
 from __future__ import annotations
@@ -116,8 +118,7 @@ class ResRNNLayer(Recurrence):
                 or cls.project_inputs is not ResRNNLayer.project_inputs
                 or (self.norm is not None and (type(self.norm) is not RecurrentBatchNorm or self.norm.eps != fast.BATCH_NORM_EPS))
                 or not fast.RecurrenceSpec.supports(self.activation_name, self.output_activation_name)
-                or x.dtype not in (torch.float32, torch.float64)
-                or torch.is_autocast_enabled(x.device.type)):
+                or not fast.supported_input(x, self.weight_hh)):
             return "step"
         return fast.backend()
 

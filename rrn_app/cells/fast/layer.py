@@ -1,8 +1,8 @@
 """A res_rnn / gres_rnn layer on the fast path: from the layer's batch-first call to the time-major op and back.
 
     x [B, T, I], lengths [B] (None: all T long), state s_0 [B, H] (None: zeros)
-      -> xp = W x_t + b for every step, [T', B, kH], one GEMM (T' = the longest length)
-      -> residual_recurrence (function.py) -> states [T', B, H]
+      -> xp = W x_t + b for every step, [T', B, kH], one GEMM (T' = the longest length; under autocast in its dtype)
+      -> residual_recurrence (function.py) -> states [T', B, H] (float32 under autocast: precision.py)
       -> outputs [B, T, H], zero past each length; final state [B, H], each sequence's at its own length
 """
 
@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from rrn_app.cells.fast.function import residual_recurrence
+from rrn_app.cells.fast.precision import call_precision
 from rrn_app.cells.fast.spec import RecurrenceSpec
 
 
@@ -45,11 +46,13 @@ def run_layer(layer, spec: RecurrenceSpec, which: str, x: torch.Tensor, lengths:
     mask = None if running is None else running[:, :, None]
     inputs = x[:, :longest].transpose(0, 1).reshape(longest * batch, x.shape[2])  # time-major
     xp = torch.addmm(layer.bias, inputs, layer.weight_ih.t()).view(longest, batch, -1)  # W x_t + b: one GEMM
-    s0 = x.new_zeros(batch, layer.hidden_size) if state is None else state
+    weight = recurrent_weight(layer)
+    dtypes = call_precision(x, weight)  # under autocast: float32 states, GEMMs in autocast's dtype where native
+    s0 = x.new_zeros(batch, layer.hidden_size, dtype=dtypes.state) if state is None else state.to(dtypes.state)
     norm = layer.norm
     gamma = None if norm is None else norm.weight
     given_mean, given_std = (None, None) if norm is None else given_statistics(norm, longest, x.device)
-    states, mean, var = residual_recurrence(spec, which, xp, s0, recurrent_weight(layer), mask, gamma, given_mean,
+    states, mean, var = residual_recurrence(spec, which, xp, s0, weight.to(dtypes.gemm), mask, gamma, given_mean,
                                             given_std)
     if norm is not None and norm.training:
         counts = running.sum(1) if running is not None else torch.full((longest,), batch, device=x.device)

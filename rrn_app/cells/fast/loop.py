@@ -10,6 +10,7 @@ spec.recurrent_rows(H) (kH, + H with projection linear). Forward, for t = 0 .. T
 
 Backward: one loop back over time, dL/dP_t and dL/ds_t from dL/ds_{t+1} (one GEMM per step); dL/dW is one GEMM
 over all steps after the loop (dL/dxp is dL/dP's first kH columns; the input GEMM's own gradients follow from it).
+Mixed precision (precision.py): W in the GEMMs' dtype, everything else in the states' (`_times`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ class Backward(NamedTuple):
     s0: torch.Tensor
     weight: torch.Tensor
     gamma: torch.Tensor | None
+
+
+def _times(x: torch.Tensor, weight: torch.Tensor, addend: torch.Tensor | None = None) -> torch.Tensor:
+    """(addend +) x @ weight in x's dtype; a weight in another dtype (mixed precision: precision.py) multiplies x
+    rounded to it, and the product is widened back to x's dtype (csrc/step_gemm.h: StepProduct likewise)."""
+    if weight.dtype != x.dtype:
+        product = (x.to(weight.dtype) @ weight).to(x.dtype)
+        return product if addend is None else product.add_(addend)
+    return x @ weight if addend is None else torch.addmm(addend, x, weight)
 
 
 def _activate(z: torch.Tensor, activation: str) -> torch.Tensor:
@@ -115,7 +125,7 @@ def forward(spec: RecurrenceSpec, xp: torch.Tensor, s0: torch.Tensor, weight: to
     wt = weight.t()
     for t in range(T):
         s = states[t]
-        pre = s @ wt
+        pre = _times(s, wt)
         if norm is not None:
             zhats.append(_normalize(pre, kH, t, norm))
         pre[:, :kH] += xp[t]
@@ -188,11 +198,12 @@ def backward(spec: RecurrenceSpec, grad: torch.Tensor, states: torch.Tensor, act
             passed = total * drop[t]
             if not spec.linear:
                 passed = passed + dsum
-            carry = torch.addmm(passed, dz, weight)
+            carry = _times(dz, weight, passed)
         elif not spec.linear:
-            carry = torch.addmm(dsum, dz, weight)
+            carry = _times(dz, weight, dsum)
         else:
-            carry = dz @ weight
-    dweight = dz_all.view(T * B, R).t() @ states[:T].reshape(T * B, H)
+            carry = _times(dz, weight)
+    gemm = weight.dtype  # dL/dW in the GEMMs' dtype, like the weight it is the gradient of
+    dweight = dz_all.view(T * B, R).t().to(gemm) @ states[:T].reshape(T * B, H).to(gemm)
     dgamma = None if gamma is None else (dpre_all[:, :, :kH] * zhat).sum((0, 1))
     return Backward(dpre_all[:, :, :kH], carry, dweight, dgamma)

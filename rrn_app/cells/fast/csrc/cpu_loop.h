@@ -1,5 +1,7 @@
 // The time loop on CPU: per step the GEMM (step_gemm.h) and one fused elementwise pass over the rows
-// (elementwise.h); with several threads each thread its own rows through all the steps (threading.h).
+// (elementwise.h); with several threads each thread its own rows through all the steps (threading.h) — except
+// under mixed precision (a weight in the GEMMs' own dtype), whose per-step product is a whole-batch cast, GEMM and
+// widening (step_gemm.h: mixed_product), split over threads by the GEMM itself.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -19,7 +21,7 @@ inline void cpu_forward(ForwardState& f, bool onednn_allowed) {
   const bool masked = f.masked(), gated = k.spec.gated, need_grad = f.need_grad;
   const at::Tensor mask_bool = masked ? f.mask.to(at::kBool).contiguous() : at::Tensor();
   const StepProduct product(f.weight, B, onednn_allowed);
-  const bool by_rows = split_by_rows(B, product) && !f.norm.on();
+  const bool by_rows = split_by_rows(B, product) && !f.norm.on() && !product.mixed(f.states);
   const auto wt = f.weight.t();
   auto& states = f.states;
   auto& acts = f.acts;
@@ -68,7 +70,7 @@ inline void cpu_backward(BackwardState& b, bool onednn_allowed) {
   const at::Tensor mask_bool = masked ? b.mask.to(at::kBool).contiguous() : at::Tensor();
   const StepProduct product(b.weight.t(), B, onednn_allowed);  // dz W
   auto product_buffer = at::empty({B, H}, b.grad.options());
-  const bool by_rows = split_by_rows(B, product) && !b.normed;
+  const bool by_rows = split_by_rows(B, product) && !b.normed && !product.mixed(b.grad);
   const auto& grad = b.grad;
   const auto& states = b.states;
   const auto& acts = b.acts;

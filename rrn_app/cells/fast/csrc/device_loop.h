@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "recurrence.h"
+#include "step_gemm.h"
 
 namespace rrn {
 
@@ -25,10 +26,15 @@ inline void device_forward(ForwardState& f) {
   const bool masked = f.masked();
   const auto wt = f.weight.t();
   auto& pre = f.pre;
+  const bool mixed = wt.scalar_type() != f.states.scalar_type();  // mixed precision: see step_gemm.h
   auto fresh = at::empty({k.B, H}, f.states.options());
   for (int64_t t = 0; t < f.T; ++t) {
     const auto s = f.states[t];
-    if (spec.linear || f.norm.on()) {
+    if (mixed) {
+      mixed_product(s, wt, pre, at::Tensor());
+      f.step_norm(t);
+      pre.narrow(1, 0, kH).add_(f.xp[t]);
+    } else if (spec.linear || f.norm.on()) {
       at::mm_out(pre, s, wt);
       f.step_norm(t);
       pre.narrow(1, 0, kH).add_(f.xp[t]);
@@ -67,6 +73,7 @@ inline void device_backward(BackwardState& b) {
   }
   auto& carry = b.carry;
   auto& passed = b.passed;
+  const bool mixed = b.weight.scalar_type() != options.dtype();  // mixed precision: see step_gemm.h
   auto total = at::empty({k.B, H}, options), dy = at::empty({k.B, H}, options), scratch = at::empty({k.B, H}, options);
   for (int64_t t = b.T - 1; t >= 0; --t) {
     at::add_out(total, b.grad[t], carry);  // dL/ds_t
@@ -96,7 +103,10 @@ inline void device_backward(BackwardState& b) {
     if (masked) {
       at::mul_out(passed, total, drop[t]);
       if (!spec.linear) passed.add_(dsum);
-      at::addmm_out(carry, passed, dz, b.weight);
+      if (mixed) mixed_product(dz, b.weight, carry, passed);
+      else at::addmm_out(carry, passed, dz, b.weight);
+    } else if (mixed) {
+      mixed_product(dz, b.weight, carry, spec.linear ? at::Tensor() : dsum);
     } else if (!spec.linear) {
       at::addmm_out(carry, dsum, dz, b.weight);
     } else {

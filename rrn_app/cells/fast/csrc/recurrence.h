@@ -107,7 +107,9 @@ struct BackwardState {
   // {dL/dxp [T, B, kH], dL/ds_0 [B, H], dL/dW [R, H], dL/dgamma [kH] (undefined without batch norm)}
   std::vector<at::Tensor> results() const {
     const auto& dz_source = normed ? dz_all : dpre_all;
-    auto dweight = at::mm(dz_source.view({T * k.B, k.R}).t(), states.narrow(0, 0, T).reshape({T * k.B, k.H}));
+    const auto gemm = weight.scalar_type();  // the GEMMs' dtype (mixed precision: not the states'), dL/dW's too
+    auto dweight = at::mm(dz_source.view({T * k.B, k.R}).t().to(gemm),
+                          states.narrow(0, 0, T).reshape({T * k.B, k.H}).to(gemm));
     at::Tensor dgamma;
     if (normed) dgamma = (dpre_all.narrow(2, 0, k.kH) * zhat).sum(at::IntArrayRef{0, 1});
     return {dpre_all.narrow(2, 0, k.kH), carry, dweight, dgamma};

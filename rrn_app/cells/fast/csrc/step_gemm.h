@@ -35,6 +35,16 @@ inline bool use_onednn(const at::Tensor& weight, bool allowed) {
          weight.scalar_type() == at::kFloat && weight.dim() == 2 && std::min(weight.size(0), weight.size(1)) >= 256;
 }
 
+// (addend +) x W^T where x is in the states' dtype and W in the GEMMs' dtype. Mixed precision (a weight in another
+// dtype than `out`, rrn_app/cells/fast/precision.py): x is rounded to W's dtype, the product comes back in it and is
+// widened into `out`, so the loop around it stays in the states' dtype.
+inline at::Tensor mixed_product(const at::Tensor& x, const at::Tensor& weight_t, at::Tensor& out,
+                                const at::Tensor& addend) {
+  const auto product = at::mm(x.to(weight_t.scalar_type()), weight_t);
+  out.copy_(product);
+  return addend.defined() ? out.add_(addend) : out;
+}
+
 class StepProduct {
  public:
   StepProduct(const at::Tensor& weight, int64_t batch, bool onednn_allowed) : weight_t_(weight.t()) {
@@ -45,6 +55,7 @@ class StepProduct {
   }
   // (addend +) x weight^T: into `out` (returned) with at::mm_out; a fresh tensor with oneDNN
   at::Tensor operator()(const at::Tensor& x, at::Tensor& out, const at::Tensor& addend = at::Tensor()) const {
+    if (weight_t_.scalar_type() != out.scalar_type()) return mixed_product(x, weight_t_, out, addend);
     if (!onednn()) return addend.defined() ? at::addmm_out(out, addend, x, weight_t_) : at::mm_out(out, x, weight_t_);
     torch::jit::Stack stack{x, packed_, c10::IValue(), c10::IValue(std::string("none")),
                             c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue(std::string(""))};
@@ -53,6 +64,8 @@ class StepProduct {
     return addend.defined() ? result.add_(addend) : result;
   }
   bool onednn() const { return packed_.defined(); }
+  // the weight in another dtype than the states (mixed precision): each product is rounded and widened
+  bool mixed(const at::Tensor& states) const { return weight_t_.scalar_type() != states.scalar_type(); }
 
  private:
   at::Tensor weight_t_, packed_;
