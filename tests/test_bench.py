@@ -11,6 +11,7 @@ from conftest import run_cli
 from rrn_app import bench
 
 
+@pytest.mark.slow  # a fresh process per model for its memory peak (about 6 s of CPU)
 def test_tiny_run_writes_json_and_markdown_with_lstm_ratios(tmp_path, capsys):
     bench.main(["cells=res_rnn", "batch=2", "length=3", "input=4", "hidden=4", "threads=1", "warmup=1",
                 "repeats=3", f"out={tmp_path}"])
@@ -181,6 +182,7 @@ def data_bench(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow  # rrn-bench mode=data runs rrn-train twice (about 20 s of CPU)
 def test_data_mode_times_the_first_batch_cold_and_warm_and_writes_its_table(data_bench):
     out, result = data_bench
     report = json.loads((out / "data.json").read_text())
@@ -224,6 +226,7 @@ def test_data_mode_help_exits_0(capsys):
     assert exit_info.value.code == 0 and "time to first batch" in capsys.readouterr().out.lower()
 
 
+@pytest.mark.slow  # runs rrn-train on a data root without ATIS (about 11 s of CPU)
 def test_a_task_without_its_data_is_reported_not_a_crash(tmp_path, capsys):
     from rrn_app.bench import data as bench_data
 

@@ -270,6 +270,7 @@ def test_rrn_cells_check_passes_a_good_cell_with_options(registered, capsys):
     assert "cell contract of test_min_gru bidirectional=true dropout=0.1:" in out and "11 passed, 0 failed" in out
 
 
+@pytest.mark.slow  # two rrn-cells processes (the same checks run in-process above)
 def test_rrn_cells_check_as_a_console_script():
     result = run_cli("rrn-cells", "check", "res_rnn", "num_layers=2", "batch_norm=true")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -15,6 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, run_cli
+from rrn_app.cells.cli import main as rrn_cells
 from rrn_app.command_line import remove_unused_run_dir
 from rrn_app.config import check_options, choices
 from rrn_app.option_checks import InvalidOption, UserError, check_annotated_options, describe_type, fits
@@ -230,9 +231,8 @@ def test_cfg_job_shows_resolved_values(tmp_path):
     assert cfg.task.data.root == str(tmp_path) and cfg.task.data.dataset == "tinyshakespeare"
 
 
-def test_rrn_cells_shows_each_options_type():
-    result = run_cli("rrn-cells", "--json")
-    assert result.returncode == 0, result.stderr
-    cells = {cell["name"]: cell for cell in json.loads(result.stdout)}
+def test_rrn_cells_shows_each_options_type(capsys):
+    rrn_cells(["--json"])  # what the console script runs
+    cells = {cell["name"]: cell for cell in json.loads(capsys.readouterr().out)}
     assert cells["lstm"]["types"]["bidirectional"] == "bool" and cells["lstm"]["types"]["hidden_size"] == "int"
     assert cells["rrn"]["types"]["layer_sizes"] == "list[int] | None"

@@ -50,6 +50,7 @@ def indrnn(monkeypatch):
     sys.modules.pop("rrn_indrnn", None)
 
 
+@pytest.mark.slow  # pip-installs the plugin (test_registry's entry-point test is the fast check of discovery)
 def test_rrn_cells_shows_the_plugin_and_where_it_came_from(plugin_site):
     result = run_cli("rrn-cells", "--json", env={"PYTHONPATH": str(plugin_site)})
     assert result.returncode == 0, result.stderr
