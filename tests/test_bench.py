@@ -149,7 +149,8 @@ def column_ends(line: str, cells: list[str], left: set[int]) -> list[int]:
 
 
 def fake_row(cell: str, batch: int, length: int, tokens: float, iqr: float) -> dict:
-    stats = dict(tokens_per_second=tokens, iqr_rel=iqr, ratio_to_lstm=tokens / 1000, peak_bytes=3 * 2**20)
+    stats = dict(tokens_per_second=tokens, iqr_rel=iqr, ratio_to_lstm=tokens / 1000, gemm_fraction=tokens / 2e6,
+                 peak_bytes=3 * 2**20)
     return dict(threads=1, batch=batch, length=length, input=128, hidden=1024, cell=cell, path="python/autograd",
                 train=stats, infer=stats)
 
