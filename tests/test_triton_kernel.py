@@ -11,6 +11,7 @@ O(1). Sizes are small (B=3, T=5, H=16-24) because the interpreter runs every blo
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 
 import pytest
@@ -162,6 +163,36 @@ def test_inference_keeps_only_the_states(kernels):
     torch.testing.assert_close(final, expected_final.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "stepwise"])
+def test_a_float16_weight_rounds_only_the_products_operands(persistent, kernels, monkeypatch):
+    """Under autocast the weight comes in float16 (precision.py): the kernels equal the float32 loop run with that
+    same weight widened, within what rounding the state to float16 for each product moves (2^-11 relative per
+    rounding; 4e-3 of each tensor's scale allows 8 of them; a wrong term moves results by O(1))."""
+    from rrn_app.cells.fast import loop
+    from rrn_app.cells.fast.spec import RecurrenceSpec
+
+    if not persistent:
+        monkeypatch.setattr(kernels, "ON_CHIP_LIMIT", 0)
+        monkeypatch.setattr(kernels, "BLOCK_N", 16)
+        monkeypatch.setattr(kernels, "BLOCK_K", 16)
+    spec = RecurrenceSpec("tanh", "tanh", "linear", gated=True)
+    torch.manual_seed(0)
+    T, B, H = 5, 3, 24
+    xp, s0 = torch.randn(T, B, spec.input_width(H)), 0.5 * torch.randn(B, H)
+    weight = (0.3 * torch.randn(spec.recurrent_rows(H), H)).half()
+    mask = (torch.arange(T)[:, None] < torch.tensor([5, 1, 3])[None, :])[:, :, None]
+    assert kernels.supports(spec, xp, s0, weight, None)
+    expected = loop.forward(spec, xp, s0, weight.float(), mask, True)
+    actual = kernels.forward(spec, xp, s0, weight, mask, True)
+    assert_relative(actual.states, expected.states, "states", 4e-3)
+    grad = torch.randn(T, B, H)
+    expected_grads = loop.backward(spec, grad, expected.states, expected.acts, expected.gates, weight.float(), mask)
+    actual_grads = kernels.backward(spec, grad, actual.states, actual.acts, actual.gates, weight, mask)
+    assert actual_grads.weight.dtype == torch.float16  # dL/dW in the weight's dtype, as the ATen loop gives it
+    for name, got, want in zip(("xp", "s0", "weight"), actual_grads[:3], expected_grads[:3]):
+        assert_relative(got.float(), want, f"d/d{name}", 4e-3)
+
+
 @pytest.mark.parametrize("case", ["batch norm", "float64"])
 def test_calls_the_kernels_do_not_cover_run_on_the_aten_loop(case, kernels):
     """Recurrent batch norm (statistics across the whole batch) and float64 stay on the C++/Python loop, correct."""
@@ -193,7 +224,9 @@ def test_cpu_tensors_stay_on_their_backend_without_the_interpreter():
 @pytest.mark.slow
 def test_kernels_compile_for_a_hopper_gpu():
     """The compiled (not interpreted) kernels lower to a cubin for sm_90 with Triton's own toolchain — no GPU is
-    needed to compile — for the richest options: gated, linear projection, tanh output, padding."""
+    needed to compile — for the richest options: gated, linear projection, tanh output, padding; with a float32
+    weight and with a bfloat16 one (autocast's), whose values the interpreter cannot check (its bfloat16 tl.dot
+    is wrong, so `supports` keeps such calls on the ATen loop there)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -201,17 +234,18 @@ def test_kernels_compile_for_a_hopper_gpu():
     module = load_kernel_module("rrn_triton_compiled", interpret=False)
     assert not module.INTERPRETED
     flags = dict(RELU=False, OUT_TANH=True, GATED=True, LINEAR=True, HAS_MASK=True, PRECISION="ieee")
-    for kernel, pointers, constants, warps in (
+    for (kernel, pointers, constants, warps), weight_type in itertools.product((
             (module._forward_persistent, 6, dict(SAVE=True, BB=16, HP=64), 8),
             (module._backward_persistent, 8, dict(BB=16, HP=64), 8),
             (module._forward_step, 6, dict(SAVE=True, BB=16, BN=64, BK=32), 4),
-            (module._backward_step, 9, dict(BB=16, BN=64, BK=32), 4)):
+            (module._backward_step, 9, dict(BB=16, BN=64, BK=32), 4)), ("*fp32", "*bf16")):
         constants = {**flags, **constants}
         names = kernel.arg_names
         runtime = [name for name in names if name not in constants]
         signature = {name: ("*u8" if name == "mask" else "*fp32") if index < pointers else "i32"
                      for index, name in enumerate(runtime)}
+        signature["weight"] = weight_type
         signature.update({name: "constexpr" for name in constants})
         source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constants.items()})
         compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
-        assert compiled.asm["cubin"], kernel.__name__
+        assert compiled.asm["cubin"], (kernel.__name__, weight_type)

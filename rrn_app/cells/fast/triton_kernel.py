@@ -17,10 +17,12 @@ Same algorithm and tensors as loop.py (shapes there and in spec.py); what differ
 Around the kernels, as in loop.py: xp = W x_t + b is one GEMM before the loop (layer.py), and dL/dW =
 dL/dP^T [s_0 .. s_{T-1}] one GEMM after the backward loop.
 
-Covered: float32; both activations, both output activations, both projections, gated or not, padding (mask).
-Not covered, so `supports` says no and the ATen loop runs instead: recurrent batch norm (its statistics are
-over the whole batch, across the programs' tiles), float64, autocast's low precisions. Products are IEEE
-float32 unless torch allows TF32 for CUDA matmuls (torch.backends.cuda.matmul.allow_tf32), as torch's own mm.
+Covered: float32 states with a float32 weight, or under autocast (precision.py) a float16/bfloat16 one — each
+product then takes the state rounded to the weight's dtype and accumulates in float32, the rest of the step in
+float32; both activations, both output activations, both projections, gated or not, padding (mask). Not
+covered, so `supports` says no and the ATen loop runs instead: recurrent batch norm (its statistics are over
+the whole batch, across the programs' tiles) and float64. float32 products are IEEE float32 unless torch allows
+TF32 for CUDA matmuls (torch.backends.cuda.matmul.allow_tf32), as torch's own mm.
 The tile sizes and the on-chip limit are first guesses, not tuned: no GPU was lent to measure them on.
 
 The kernels call Triton's builtins only, none of triton.language's own @triton.jit helpers (tl.sigmoid, tl.zeros):
@@ -42,6 +44,7 @@ BLOCK_B = 16  # sequences per program (tl.dot needs >= 16)
 BLOCK_N = 64  # stepwise: hidden units per program
 BLOCK_K = 32  # stepwise: the state's chunk per product
 ON_CHIP_LIMIT = 16384  # persistent when its weight matrices (1-3 of them, HP x HP) hold at most this many floats
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # the recurrent weight's (precision.py: autocast)
 INDEX_LIMIT = 2 ** 31 - 1  # the kernels index with int32: larger tensors run on the ATen loop
 
 
@@ -62,12 +65,14 @@ def fits_on_chip(spec: RecurrenceSpec, hidden_size: int) -> bool:
 
 def supports(spec: RecurrenceSpec, xp: torch.Tensor, s0: torch.Tensor, weight: torch.Tensor,
              gamma: torch.Tensor | None) -> bool:
-    """Whether these kernels compute this call (module docstring): float32 CUDA tensors (any device's under the
-    interpreter), no batch norm, int32 indices; else the ATen loop does."""
+    """Whether these kernels compute this call (module docstring): CUDA tensors (any device's under the
+    interpreter), float32 states, a float32 or half-precision weight, no batch norm, int32 indices; else the ATen
+    loop does."""
     T, B, kH = xp.shape
     rows = weight.shape[0]  # R: dL/dP [T, B, R] is the widest of the loop's tensors
-    return (gamma is None and not spec.batch_norm and (xp.is_cuda or INTERPRETED)
-            and all(t.dtype == torch.float32 for t in (xp, s0, weight)) and (T + 1) * B * rows <= INDEX_LIMIT)
+    return (gamma is None and not spec.batch_norm and (xp.is_cuda or INTERPRETED) and s0.dtype == torch.float32
+            and xp.dtype in WEIGHT_DTYPES and weight.dtype in WEIGHT_DTYPES and (T + 1) * B * rows <= INDEX_LIMIT
+            and not (INTERPRETED and weight.dtype == torch.bfloat16))  # the interpreter's bfloat16 tl.dot is wrong
 
 
 def _precision(x: torch.Tensor) -> str:
@@ -82,6 +87,12 @@ def _tanh(z):
     e = tl.exp(-2.0 * tl.abs(z))  # in (0, 1]: no overflow
     magnitude = (1.0 - e) / (1.0 + e)
     return tl.where(z < 0, -magnitude, magnitude)
+
+
+@triton.jit
+def _times(x, w, PRECISION: tl.constexpr):
+    """x @ w accumulated in float32, x first rounded to w's dtype (a half-precision weight under autocast)."""
+    return tl.dot(x.to(w.dtype), w, input_precision=PRECISION)
 
 
 @triton.jit
@@ -171,13 +182,13 @@ def _forward_persistent(xp, states, acts, gates, weight, mask, T, B, H, KH,
     s = tl.load(states + at_state, mask=tile_ok, other=0.0)
     for t in range(T):
         x_t = xp + t * B * KH + at_input
-        a = _activate(tl.dot(s, u, input_precision=PRECISION) + tl.load(x_t, mask=tile_ok, other=0.0), RELU)
+        a = _activate(_times(s, u, PRECISION) + tl.load(x_t, mask=tile_ok, other=0.0), RELU)
         g = a  # unused unless gated
         if GATED:
-            g = _sigmoid(tl.dot(s, u_g, input_precision=PRECISION) + tl.load(x_t + H, mask=tile_ok, other=0.0))
+            g = _sigmoid(_times(s, u_g, PRECISION) + tl.load(x_t + H, mask=tile_ok, other=0.0))
         base = s
         if LINEAR:
-            base = tl.dot(s, w_im, input_precision=PRECISION)
+            base = _times(s, w_im, PRECISION)
         s = _new_state(a, g, base, s, _keep(mask, t, B, rows, HAS_MASK), GATED, OUT_TANH, HAS_MASK)
         tl.store(states + (t + 1) * B * H + at_state, s, mask=tile_ok)
         if SAVE:
@@ -216,13 +227,13 @@ def _backward_persistent(grad, states, acts, gates, weight, mask, dpre, ds0, T, 
         dsum, da, dg = _step_backward(total, keep, s1, a, g, RELU, GATED, OUT_TANH, HAS_MASK)
         here = dpre + t * B * R + at_pre
         tl.store(here, da, mask=tile_ok)
-        carry = tl.dot(da, u, input_precision=PRECISION)
+        carry = _times(da, u, PRECISION)
         if GATED:
             tl.store(here + H, dg, mask=tile_ok)
-            carry += tl.dot(dg, u_g, input_precision=PRECISION)
+            carry += _times(dg, u_g, PRECISION)
         if LINEAR:
             tl.store(here + KH, dsum, mask=tile_ok)
-            carry += tl.dot(dsum, w_im, input_precision=PRECISION)
+            carry += _times(dsum, w_im, PRECISION)
         else:
             carry += dsum
         if HAS_MASK:
@@ -251,13 +262,13 @@ def _forward_step(xp, states, acts, gates, weight, mask, t, B, H, KH,
                           mask=row_ok[:, None] & (inner < H)[None, :], other=0.0)
         transposed = inner[:, None] + cols[None, :] * H
         weight_ok = (inner < H)[:, None] & col_ok[None, :]
-        acc += tl.dot(s_chunk, tl.load(weight + transposed, mask=weight_ok, other=0.0), input_precision=PRECISION)
+        acc += _times(s_chunk, tl.load(weight + transposed, mask=weight_ok, other=0.0), PRECISION)
         if GATED:
-            acc_g += tl.dot(s_chunk, tl.load(weight + H * H + transposed, mask=weight_ok, other=0.0),
-                            input_precision=PRECISION)
+            acc_g += _times(s_chunk, tl.load(weight + H * H + transposed, mask=weight_ok, other=0.0),
+                            PRECISION)
         if LINEAR:
-            acc_im += tl.dot(s_chunk, tl.load(weight + KH * H + transposed, mask=weight_ok, other=0.0),
-                             input_precision=PRECISION)
+            acc_im += _times(s_chunk, tl.load(weight + KH * H + transposed, mask=weight_ok, other=0.0),
+                             PRECISION)
     at_state = rows[:, None] * H + cols[None, :]
     x_t = xp + t * B * KH + rows[:, None] * KH + cols[None, :]
     s = tl.load(previous + at_state, mask=tile_ok, other=0.0)
@@ -305,15 +316,15 @@ def _backward_step(grad, states, acts, gates, weight, mask, carry_in, carry_out,
         straight = inner[:, None] * H + cols[None, :]
         weight_ok = (inner < H)[:, None] & col_ok[None, :]
         tl.store(here, da, mask=chunk_ok & writes)
-        acc += tl.dot(da, tl.load(weight + straight, mask=weight_ok, other=0.0), input_precision=PRECISION)
+        acc += _times(da, tl.load(weight + straight, mask=weight_ok, other=0.0), PRECISION)
         if GATED:
             tl.store(here + H, dg, mask=chunk_ok & writes)
-            acc += tl.dot(dg, tl.load(weight + H * H + straight, mask=weight_ok, other=0.0),
-                          input_precision=PRECISION)
+            acc += _times(dg, tl.load(weight + H * H + straight, mask=weight_ok, other=0.0),
+                          PRECISION)
         if LINEAR:
             tl.store(here + KH, dsum, mask=chunk_ok & writes)
-            acc += tl.dot(dsum, tl.load(weight + KH * H + straight, mask=weight_ok, other=0.0),
-                          input_precision=PRECISION)
+            acc += _times(dsum, tl.load(weight + KH * H + straight, mask=weight_ok, other=0.0),
+                          PRECISION)
     tile_ok = row_ok[:, None] & col_ok[None, :]
     at_state = rows[:, None] * H + cols[None, :]
     total = (tl.load(grad + t * B * H + at_state, mask=tile_ok, other=0.0)
@@ -399,5 +410,6 @@ def backward(spec: RecurrenceSpec, grad: torch.Tensor, states: torch.Tensor, act
                                  **flags)
             carry, spare = spare, carry
         ds0 = carry
-    dweight = dpre.view(T * B, R).t() @ states[:T].reshape(T * B, H)
+    gemm = weight.dtype  # dL/dW in the GEMMs' dtype, like the weight it is the gradient of (loop.py likewise)
+    dweight = dpre.view(T * B, R).t().to(gemm) @ states[:T].reshape(T * B, H).to(gemm)
     return Backward(dpre[:, :, :kH], ds0, dweight, None)
