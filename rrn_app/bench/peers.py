@@ -41,7 +41,9 @@ class SRUPeer(nn.Module):
         return f"sru/{next(self.parameters()).device.type}"
 
     def forward(self, x: torch.Tensor):
-        outputs, c = self.sru(x.transpose(0, 1))
+        with warnings.catch_warnings():  # "Running SRU on CPU with grad_enabled=True. Are you sure?": we are
+            warnings.simplefilter("ignore", UserWarning)
+            outputs, c = self.sru(x.transpose(0, 1))
         return outputs.transpose(0, 1), c
 
 
