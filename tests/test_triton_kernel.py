@@ -97,17 +97,18 @@ def assert_relative(actual, expected, what, tolerance=1e-5):
 
 
 def check_against_reference(layer, lengths, batch=3, steps=5, inputs=4):
-    """The layer (on whatever backend is forced) against the oracle run on each sequence alone, up to its length."""
-    H, dtype = layer.hidden_size, layer.weight_hh.dtype
-    x = torch.randn(batch, steps, inputs, dtype=dtype, requires_grad=True)
-    s0 = torch.randn(batch, H, dtype=dtype, requires_grad=True)
-    out_weights, state_weights = torch.randn(batch, steps, H, dtype=dtype), torch.randn(batch, H, dtype=dtype)
+    """The layer (on whatever backend is forced) against the oracle run on each sequence alone, up to its length,
+    on the layer's device and in its dtype."""
+    H, like = layer.hidden_size, dict(dtype=layer.weight_hh.dtype, device=layer.weight_hh.device)
+    x = torch.randn(batch, steps, inputs, **like, requires_grad=True)
+    s0 = torch.randn(batch, H, **like, requires_grad=True)
+    out_weights, state_weights = torch.randn(batch, steps, H, **like), torch.randn(batch, H, **like)
     parameters = [x, s0, *layer.parameters()]
     outputs, final = layer(x, lengths, s0)
     grads = torch.autograd.grad((outputs * out_weights).sum() + (final * state_weights).sum(), parameters)
 
     full = torch.full((batch,), steps) if lengths is None else lengths
-    expected_outputs, expected_final, loss = torch.zeros(batch, steps, H, dtype=dtype), [], 0.0
+    expected_outputs, expected_final, loss = torch.zeros(batch, steps, H, **like), [], 0.0
     for row, length in enumerate(full.tolist()):
         sequence_outputs, s_T = oracle(layer, x[row:row + 1, :length], s0[row:row + 1])
         expected_outputs[row, :length] = sequence_outputs[0].detach()
@@ -219,6 +220,29 @@ def test_cpu_tensors_stay_on_their_backend_without_the_interpreter():
     weight = layer.weight_hh.detach()
     for which in ("cpp", "python"):
         assert backends.kernel_for(layer.fast_spec, which, xp, s0, weight, None) == which
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the interpreter tests above run anywhere)")
+@pytest.mark.parametrize("config, hidden_size", [("res_rnn", 128), ("gres_rnn linear tanh", 64),
+                                                 ("gres_rnn", 200), ("res_rnn linear relu tanh", 512)])
+def test_on_a_gpu_cuda_layers_choose_the_kernels_and_match_the_reference(config, hidden_size, monkeypatch):
+    """Not forced: a CUDA layer runs the compiled kernels (persistent up to the on-chip limit, stepwise beyond),
+    values and gradients as the reference computes them on the same GPU (IEEE float32 products on both sides)."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    module = backends.triton_kernels()
+    assert not module.INTERPRETED
+    layer = make_layer(config, hidden_size=hidden_size).cuda()
+    xp, s0 = torch.zeros(5, 3, layer.weight_ih.shape[0], device="cuda"), torch.zeros(3, hidden_size, device="cuda")
+    weight = layer.weight_hh.detach() if layer.weight_im is None else torch.cat([layer.weight_hh, layer.weight_im])
+    assert backends.kernel_for(layer.fast_spec, backends.backend(), xp, s0, weight.detach(), None) == "triton"
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        def counted(*args, _run=getattr(module, name), _name=name):
+            calls[_name] += 1
+            return _run(*args)
+        monkeypatch.setattr(module, name, counted)
+    check_against_reference(layer, torch.tensor([5, 2, 4]))
+    assert calls == {"forward": 1, "backward": 1}
 
 
 @pytest.mark.slow
