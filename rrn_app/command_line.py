@@ -112,8 +112,21 @@ def _explain_missing_key(full_key: str, base_cfg, value: str) -> UserError:
                 return UserError(f"{full_key} is an option of {label} that this config does not set: add it with "
                                  f"+{full_key}={value}")
         known = {name for name in known if not name.startswith("_")}
-        return unknown_option(".".join(parts[: depth + 1]), known, owner)
+        error = unknown_option(".".join(parts[: depth + 1]), known, owner)
+        if parent == "cell" and depth == len(parts) - 1:
+            error = UserError(f"{error}{_cells_with_option(part)}")
+        return error
     return UserError(f"{full_key}: Hydra could not set it")
+
+
+def _cells_with_option(option: str) -> str:
+    """" The cells that have it: gru, lstm, ..." for an option some other cell has (of the cells imported now:
+    naming them imports no plugin), else ""."""
+    from rrn_app.cells import registry
+
+    having = [name for name in registry.list_cells() if registry.is_imported(name)
+              and option in registry.cell_info(name).options()]
+    return f" The cells with a {option} option: {', '.join(having)}." if having else ""
 
 
 def check_added_keys(overrides: list[str], cfg) -> None:
@@ -196,6 +209,8 @@ def preflight(argv: list[str], check_job: Callable | None = None) -> list[str]:
         # under --cfg hydra/all name run-time values such as the job's number, so those stay as written)
     check_group_choices(overrides)
     check_plugins(overrides)  # hydra/launcher=joblib, hparams_search=... without their plugins: `rrn[sweep]`
+    if arguments.cfg and not (arguments.help or arguments.hydra_help or arguments.config_path):
+        _check_keys(overrides, arguments)  # --cfg job shows the config: a misspelt key is the one-line error too
     if (arguments.help or arguments.hydra_help or arguments.cfg or arguments.shell_completion
             or getattr(arguments, "info", None) or arguments.config_path or getattr(arguments, "experimental_rerun", None)):
         return argv
@@ -224,6 +239,19 @@ def preflight(argv: list[str], check_job: Callable | None = None) -> list[str]:
                 label = " ".join(o for o in job if o.partition("=")[0] in swept)
                 raise UserError(f"{error} (in the job {label})") from None
     return argv
+
+
+def _check_keys(overrides: list[str], arguments) -> None:
+    """Compose each job (as --cfg will) only to turn a key the config does not have (`cell.residual=true` for a
+    cell without that option) into the one-line error naming the known options, not Hydra's "not in struct"."""
+    from hydra import initialize_config_dir
+
+    jobs = job_override_lists(overrides, arguments.multirun)
+    if not jobs:
+        return
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="rrn-train"):
+        for job in jobs:
+            _compose(job, arguments.config_name or "config")
 
 
 def remove_unused_run_dir(run_dir: Path, sweep_dir: Path | None = None) -> bool:

@@ -78,7 +78,8 @@ def cell_node(name: str) -> dict:
 
 
 def register_cell_configs() -> None:
-    """Put the config node of every registered cell, built-in or plugin, in Hydra's ConfigStore (group `cell`).
+    """Put the config node of every cell, built-in or plugin, in Hydra's ConfigStore (group `cell`), each made
+    from its constructor only when Hydra loads it (`CellConfigNode`): composing `cell=lstm` imports no plugin.
 
     conf/cell/ holds no yaml: `cell=<name>`, `cell.<option>=...` and config.yaml's default `cell: lstm` all
     resolve to these nodes. Safe to call again (a cell registered since gets its node too).
@@ -86,14 +87,15 @@ def register_cell_configs() -> None:
     global _stored_cells
     from hydra.core.config_store import ConfigStore
 
-    from rrn_app.cells import all_cell_infos
+    from rrn_app.cell_config_nodes import CellConfigNode
+    from rrn_app.cells import list_cells
 
-    cells = tuple((info.name, info.cls) for info in all_cell_infos())
+    cells = tuple(list_cells())
     if cells == _stored_cells:
         return  # nothing registered since the last call (config_dir() calls this every time)
-    store = ConfigStore.instance()
-    for name, _ in cells:
-        store.store(group="cell", name=name, node=cell_node(name))
+    group = ConfigStore.instance().repo.setdefault("cell", {})
+    for name in cells:
+        group[f"{name}.yaml"] = CellConfigNode(name)
     _stored_cells = cells
 
 
@@ -101,6 +103,7 @@ _stored_cells: tuple = ()
 
 
 register_plugin_cells = register_cell_configs  # the older name
+
 
 
 def parse_overrides(overrides: list[str]):
@@ -151,11 +154,26 @@ def check_group_choices(overrides: list[str]) -> None:
         if not values and override.is_choice_sweep():
             raise UserError(f"{override.input_line} matches no {key} choice. Known {key} choices: {', '.join(known)}.")
         for value in values:
+            if value not in known and key == "cell":
+                known = _cell_choices_with_every_plugin()  # an older plugin's cells show up once it is imported
             if value not in known:
                 close = difflib.get_close_matches(value, known, n=1)
                 hint = f" Did you mean {key}={close[0]}?" if close else ""
                 where = f" (in {override.input_line})" if override.is_sweep_override() else ""
                 raise UserError(f"unknown {key} {value!r}{where}.{hint} Known {key} choices: {', '.join(known)}.")
+            if key == "cell":
+                from rrn_app.cells import cell_info
+
+                cell_info(value)  # the chosen plugin imported now: one that fails to is a one-line error
+
+
+def _cell_choices_with_every_plugin() -> list[str]:
+    """The `cell` choices once every plugin is imported (older plugins register cells under names of their own)."""
+    from rrn_app.cells.registry import load_plugins
+
+    load_plugins()
+    register_cell_configs()
+    return choices("cell")
 
 
 def _node_options(node) -> dict:

@@ -73,11 +73,12 @@ PLUGIN_CELL = """
 def test_entry_point_plugin_is_discovered_and_a_broken_one_only_warns(tmp_path):
     make_plugin(tmp_path, "rrn-toy", "rrn_toy", PLUGIN_CELL, {"toy_tanh": "rrn_toy"})
     make_plugin(tmp_path, "rrn-broken", "rrn_broken", "raise ImportError('needs libfoo')\n", {"broken": "rrn_broken"})
-    result = run_cli("rrn-cells", "--json", env={"PYTHONPATH": str(tmp_path)})
+    result = run_cli("rrn-cells", "--import", "--json", env={"PYTHONPATH": str(tmp_path)})  # import every plugin
     assert result.returncode == 0, result.stderr
     cells = {cell["name"]: cell for cell in json.loads(result.stdout)}
     assert cells["toy_tanh"]["source"] == "plugin rrn-toy 0.3 (entry point toy_tanh = rrn_toy)"
     assert cells["toy_tanh"]["options"]["gain"] == 1.0
+    assert cells["broken"]["import_error"] == "ImportError: needs libfoo" and cells["broken"]["options"] is None
     assert {"rnn", "lstm", "gru", "res_lstm"} <= set(cells)  # the others still work
     assert "cell plugin 'broken' (rrn-broken 0.3) failed to load" in result.stderr
     assert "needs libfoo" in result.stderr
