@@ -56,11 +56,16 @@ def test_rrn_cells_shows_the_plugin_and_where_it_came_from(plugin_site):
     assert result.returncode == 0, result.stderr
     cells = {cell["name"]: cell for cell in json.loads(result.stdout)}
     assert cells["indrnn"]["source"] == "plugin rrn-indrnn 0.1.0 (entry point indrnn = rrn_indrnn)"
-    assert cells["indrnn"]["options"] == {
+    assert cells["indrnn"]["imported"] is False  # listed from its entry point alone
+    assert {"res_rnn", "gres_rnn", "rrn", "lstm"} <= set(cells)
+    result = run_cli("rrn-cells", "show", "indrnn", "--json", env={"PYTHONPATH": str(plugin_site)})
+    assert result.returncode == 0, result.stderr
+    indrnn = json.loads(result.stdout)
+    assert indrnn["source"] == "plugin rrn-indrnn 0.1.0 (entry point indrnn = rrn_indrnn)"
+    assert indrnn["options"] == {
         "hidden_size": "required", "num_layers": 2, "dropout": 0.0, "bidirectional": False, "residual": False,
         "activation": "relu", "clip_gain": 2.0, "clip_steps": 64,
     }
-    assert {"res_rnn", "gres_rnn", "rrn", "lstm"} <= set(cells)
 
 
 @pytest.mark.slow
