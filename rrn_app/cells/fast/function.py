@@ -32,7 +32,16 @@ def _cpp_backward(spec: RecurrenceSpec, *args):
     return backends.cpp_ops().backward(*spec.codes, *backends.switches(), *args)
 
 
-KERNELS = {"cpp": Kernels(_cpp_forward, _cpp_backward), "python": Kernels(loop.forward, loop.backward)}
+def _triton_forward(spec: RecurrenceSpec, *args):
+    return backends.triton_kernels().forward(spec, *args)
+
+
+def _triton_backward(spec: RecurrenceSpec, *args):
+    return backends.triton_kernels().backward(spec, *args)
+
+
+KERNELS = {"cpp": Kernels(_cpp_forward, _cpp_backward), "python": Kernels(loop.forward, loop.backward),
+           "triton": Kernels(_triton_forward, _triton_backward)}  # triton_kernel.py, imported at first use
 
 
 def kernel_precision(like: torch.Tensor):
@@ -84,6 +93,7 @@ def residual_recurrence(spec: RecurrenceSpec, which: str, xp: torch.Tensor, s0: 
     mean and var [T, kH]; evaluation takes the running estimates given_mean and given_std [T, kH]. Without it
     mean and var are None.
     """
+    which = backends.kernel_for(spec, which, xp, s0, weight, gamma)  # the Triton kernels where they apply
     if not torch.is_grad_enabled():  # inference: nothing kept for a backward pass
         with kernel_precision(s0):
             results = KERNELS[which].forward(spec, xp.to(s0.dtype).contiguous(), s0.contiguous(),
