@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-LOWEST_NOTE = 21
+from rrn_app.data.music import LOWEST_NOTE  # the piano roll's column 0 (MIDI note 21, A0)
+
 MAX_POLYPHONY = 10  # the last bin of the polyphony histogram: this many notes or more
 TOP_CHORDS = 10
 DATASET_TITLES = {"jsb_chorales": "JSB Chorales", "nottingham": "Nottingham", "musedata": "MuseData",

@@ -8,11 +8,11 @@ pickle (`JSB Chorales.pickle`, ...) or the `.mat` version (`JSB_Chorales.mat`, .
 (see rrn_app.data.music_files). Pickles are read with a restricted unpickler: a file that tries to load
 anything but data is refused before it can run code.
 
-Training batches are windows (`windowed_batches`): pieces are grouped `batch_size` at a time (length-bucketed,
-shuffled per epoch), and each group is cut into consecutive windows of `window` frames; the model carries
-each piece's state (detached) from one window of its group to the next and starts from zero at a group's
-first window (`batch["reset"]`). Every frame of every piece is trained on exactly once per epoch, in order.
-Validation and test batches hold whole pieces, padded and masked (`batch["lengths"]`).
+Training batches are windows (`WindowSampler` over `PieceWindows`): pieces are grouped `batch_size` at a time
+(length-bucketed, shuffled per epoch), and each group is cut into consecutive windows of `window` frames; the
+model carries each piece's state (detached) from one window of its group to the next and starts from zero at a
+group's first window (`batch["reset"]`). Every frame of every piece is trained on exactly once per epoch, in
+order. Validation and test batches hold whole pieces, padded and masked (`batch["lengths"]`).
 
 A batch: {"inputs" [batch, time, 88] the previous frames (the zero frame before a piece's first frame),
 "targets" [batch, time, 88] the frames to predict, "lengths" [batch] real frames (0 for a piece that has
