@@ -194,6 +194,28 @@ def test_a_float16_weight_rounds_only_the_products_operands(persistent, kernels,
         assert_relative(got.float(), want, f"d/d{name}", 4e-3)
 
 
+def test_under_autocast_a_layer_runs_the_kernels_with_its_half_precision_weight(kernels, monkeypatch):
+    """torch.autocast to float16 (RRN_AUTOCAST_GEMM=1: float16 GEMMs even where the CPU has none natively): the
+    kernels get the float16 weight and give what the ATen loop gives under the same autocast, within 4e-3 of each
+    tensor's scale (the loop rounds each product to float16 once more, 2^-11 relative)."""
+    monkeypatch.setenv("RRN_AUTOCAST_GEMM", "1")
+    layer = make_layer("gres_rnn linear tanh", hidden_size=24)
+    x, lengths = torch.randn(3, 5, 4), torch.tensor([5, 2, 4])
+    weights = []
+    run = kernels.forward
+    monkeypatch.setattr(kernels, "forward", lambda *args: weights.append(args[3].dtype) or run(*args))
+    results = {}
+    for which in ("triton", "python"):
+        with backends.use_backend(which), torch.autocast("cpu", dtype=torch.float16):
+            outputs, final = layer(x, lengths)
+            grads = torch.autograd.grad(outputs.float().sum() + final.float().sum(), list(layer.parameters()))
+        results[which] = (outputs, final, *grads)
+    assert weights == [torch.float16]  # the triton run reached the kernels with autocast's weight
+    names = ["outputs", "final state"] + [f"d/d{name}" for name, _ in layer.named_parameters()]
+    for name, actual, expected in zip(names, results["triton"], results["python"], strict=True):
+        assert_relative(actual.float(), expected.float(), name, 4e-3)
+
+
 @pytest.mark.parametrize("case", ["batch norm", "float64"])
 def test_calls_the_kernels_do_not_cover_run_on_the_aten_loop(case, kernels):
     """Recurrent batch norm (statistics across the whole batch) and float64 stay on the C++/Python loop, correct."""
