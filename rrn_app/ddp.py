@@ -200,5 +200,10 @@ def lost_peer(exception: BaseException) -> bool:
 
 
 def first_line(exception: BaseException) -> str:
+    """The error's first sentence, without gloo's source location: `Read error [10.0.0.2]:34197: Connection
+    reset by peer`."""
+    import re
+
     lines = [line.strip() for line in str(exception).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exception).__name__)[:200]
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", lines[0]) if lines else type(exception).__name__
+    return text.split(". ")[0].rstrip(".")[:200]
