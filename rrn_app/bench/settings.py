@@ -45,6 +45,7 @@ Options:
   cell.<option>=v1,v2    an option for every cell that takes it (num_layers, bidirectional, dropout reach
                          nn.LSTM/nn.GRU too); <cell>.<option>=... for that cell only; lists are variants
   backend=cpp,python,step   the fast-path backend of res_rnn/gres_rnn (cells/fast) to time; default: the default
+                         (triton: the Triton kernels wherever they apply, CUDA by default where triton imports)
   mode=train,infer       what to time (default both);  warmup=3  repeats=10
   mode=data              the data instead: time to first batch and loading per batch of every task (its own
                          options: rrn-bench mode=data --help; rrn_app/bench/data.py)
@@ -166,8 +167,13 @@ def parse_arguments(argv: list[str]) -> Settings:
         raise BenchError(f"dtype={values['dtype']!r}: one of {', '.join(DTYPES)}")
     backends = [b.strip() for b in values["backend"].split(",") if b.strip()] or [None]
     for name in backends:
-        if name not in (None, "cpp", "python", "step"):
-            raise BenchError(f"backend={name!r}: cpp, python or step")
+        if name not in (None, "cpp", "python", "step", "triton"):
+            raise BenchError(f"backend={name!r}: cpp, python, step or triton")
+    if "triton" in backends:
+        from rrn_app.cells import fast
+
+        if not fast.backend_available("triton"):
+            raise BenchError("backend=triton: triton does not import here (pip install 'rrn[triton]')")
     if "cpp" in backends:
         from rrn_app.cells import fast
 

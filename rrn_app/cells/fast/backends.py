@@ -275,3 +275,16 @@ def kernel_for(spec, which: str, xp: torch.Tensor, s0: torch.Tensor, weight: tor
         return which
     with _lock:
         return "cpp" if _loaded() or _build() else "python"
+
+
+def layer_kernel(layer, which: str, x: torch.Tensor, state: torch.dtype, gemm: torch.dtype) -> str:
+    """What `kernel_for` gives a call of a res_rnn/gres_rnn layer (fast_backend `which`) on x [B, T, I] with its
+    states in `state` and its GEMMs in `gemm` (precision.py): "triton" where the Triton kernels would run it
+    (rrn-bench's path column), else `which`."""
+    if which == "step":
+        return which
+    batch, steps, H = x.shape[0], x.shape[1], layer.hidden_size
+    xp = x.new_empty(steps, batch, layer.weight_ih.shape[0], dtype=state)
+    weight = x.new_empty(layer.fast_spec.recurrent_rows(H), H, dtype=gemm)
+    gamma = None if layer.norm is None else layer.norm.weight
+    return kernel_for(layer.fast_spec, which, xp, xp.new_empty(batch, H), weight, gamma)
