@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import run_cli
+from helpers import QUICK, run_cli
 from rrn_app.report.collect import collect_runs, differing_keys, group_runs
 from rrn_app.report.published import PUBLISHED
 from rrn_app.report.render import write_all
@@ -228,11 +228,39 @@ def test_published_rows_follow_the_dataset_of_the_groups(dataset_key):
     assert {entry.citation.split(",")[0] for entry in music} == {"Yue", "Chung"}
 
 
+
+def test_music_published_rows_are_compared_only_with_their_own_kind_of_output(tmp_path):
+    """Chung et al.'s independent-output numbers sit beside independent-output groups (and music runs made before
+    task.model.output existed), Boulanger-Lewandowski's RNN-NADE beside nade groups; a mixed report labels each
+    published row with the output it is for."""
+    from rrn_app.report.published import published_for
+
+    old = {"task.name": "music", "task.dataset": "jsb_chorales"}
+    independent = {**old, "task.model.output": "independent"}
+    nade = {**old, "task.model.output": "nade"}
+    citations = lambda entries: {entry.citation.split(",")[0] for entry in entries}  # noqa: E731
+    assert citations(published_for("music", [old])) == citations(published_for("music", [independent])) \
+        == {"Yue", "Chung"}
+    assert [(entry.model, entry.value) for entry in published_for("music", [nade])] == [("RNN-NADE", 5.19)]
+    assert [entry.value for entry in published_for("music", [{**nade, "task.dataset": "nottingham"}])] == [2.31]
+
+    for output, nll in (("independent", [8.5, 8.6, 8.4]), ("nade", [5.6, 5.5, 5.7])):
+        for seed, value in enumerate(nll):
+            config = make_config(seed, cell__name="gru")
+            config["task"] = {"name": "music", "dataset": "jsb_chorales", "monitor": "val/nll", "monitor_mode": "min",
+                              "model": {"output": output}, "data": {"seed": seed}}
+            write_run(tmp_path / f"{output}{seed}", config, {"test/nll": value, "val/nll": value})
+    out = tmp_path / "report"
+    assert run_cli("rrn-report", str(tmp_path), f"out={out}").returncode == 0
+    lines = (out / "report.md").read_text().splitlines()
+    nade_row = next(line for line in lines if "RNN-NADE" in line and line.startswith("| published"))
+    chung_row = next(line for line in lines if "| 8.54 |" in line and line.startswith("| published"))
+    assert "| nade: RNN-NADE |" in nade_row and "| independent: GRU |" in chung_row  # the column of the output
+
 @pytest.mark.slow
 def test_a_real_two_cell_two_seed_multirun_then_rrn_report(data_root, tmp_path):
     sweep = tmp_path / "multi"
-    tiny = ["threads=1", "logger=none", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-            "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false"]
+    tiny = [*QUICK, "trainer.max_epochs=2"]
     trained = run_cli("rrn-train", "-m", "task=sst", "cell=lstm,res_lstm", "seed=1,2", *tiny, f"data.root={data_root}",
                       f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
     assert trained.returncode == 0, trained.stderr[-3000:]

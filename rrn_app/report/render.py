@@ -50,9 +50,15 @@ def _our_cells(report: TaskReport, row: Row, index: int, bold) -> list[str]:
     return [source, *label, str(len(row.group.runs)), *cells]
 
 
+def _shown(value) -> str:
+    return "" if value is None else str(value)
+
+
 def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
-    label = ["" for _ in _key_columns(report)]
-    label[0] = entry.model
+    # the settings the published row is shown for (e.g. task.model.output=nade) go in their own columns, so a
+    # row says which of our groups it compares with
+    label = [_shown(entry.where.get(key)) for key in _key_columns(report)]
+    label[0] = f"{label[0]}: {entry.model}" if label[0] else entry.model
     if "cell.name" in report.columns and entry.cell:
         position = report.columns.index("cell.name")
         label[position] = f"{entry.cell}: {entry.model}" if position == 0 else entry.cell
