@@ -6,11 +6,13 @@ every t in one GEMM, then the time loop — one GEMM per step and one fused elem
 pass written out, with the weight gradients as single GEMMs after the loop (the equations: loop.py).
 
 - spec.py      `RecurrenceSpec`: what the layer computes (activations, projection, gate, batch norm), frozen
-- backends.py  which backend runs ("cpp", "python", "step"), the C++ build, every RRN_* switch
+- backends.py  which backend runs ("cpp", "python", "step"; "triton" per call: kernel_for), the C++ build, every
+               RRN_* switch
 - loop.py      the algorithm with the loop in Python (the "python" backend), each tensor's shape
 - function.py  the autograd Function over either backend's kernels
 - precision.py under autocast: which part of the recurrence runs in which dtype, RRN_AUTOCAST_GEMM
 - layer.py     a layer's batch-first call marshalled to the time-major op and back
+- triton_kernel.py  the fused Triton kernels (CUDA tensors; CPU ones under Triton's interpreter), rrn[triton]
 - csrc/        the C++ loop: spec.h, elementwise.h (CPU's fused pass), step_gemm.h (MKL or oneDNN), threading.h,
                batch_norm.h, recurrence.h (one call's tensors), cpu_loop.h, device_loop.h (ATen ops, any
                device), ops.cpp (the ops and their registration). A kernel for another device is a new loop
