@@ -190,10 +190,10 @@ def path_of(model: Model, x: torch.Tensor) -> str:
             which = fast_layers[0].fast_backend(x)
             dtypes = fast.call_precision(x, fast_layers[0].weight_hh)
             which = fast.backends.layer_kernel(fast_layers[0], which, x, dtypes.state, dtypes.gemm)  # or "triton"
-        if dtypes.mixed and which != "step":  # mixed precision: the GEMMs' dtype (fast/precision.py)
-            return f"{which}+{str(dtypes.gemm).removeprefix('torch.')}"
-        if which == "cpp" and fast.step_gemm(fast_layers[0].weight_hh, which) == "oneDNN":
+        if which == "cpp" and fast.step_gemm(fast_layers[0].weight_hh.to(dtypes.gemm), which) == "oneDNN":
             which += "+oneDNN"
+        if dtypes.mixed and which != "step":  # mixed precision: the GEMMs' dtype (fast/precision.py)
+            which += f"+{str(dtypes.gemm).removeprefix('torch.')}"
         return which
     steps = [m for m in modules if isinstance(m, Recurrence)]
     if steps:  # a plugin's compiled recurrent_step (recurrence.py), else the step loop in autograd

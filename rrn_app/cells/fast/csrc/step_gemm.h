@@ -1,8 +1,9 @@
 // The per-step GEMM: x W^T for every step of a call with one weight W.
 //
-// Default: at::mm_out (MKL on CPU). Float32 on CPU with both sides of the weight >= 256: oneDNN's matmul (torch's
-// mkldnn::_linear_pointwise) with the weight reordered into oneDNN's blocked layout once per call of the op —
-// what torch.nn.LSTM's CPU kernel (oneDNN's RNN) gets; below 256 it is no faster (rrn-bench, docs/speed.md).
+// Default: at::mm_out (MKL on CPU). Float32 (or, mixed precision, bfloat16) on CPU with both sides of the weight
+// >= 256: oneDNN's matmul (torch's mkldnn::_linear_pointwise) with the weight reordered into oneDNN's blocked layout
+// once per call of the op — what torch.nn.LSTM's CPU kernel (oneDNN's RNN) gets; below 256 it is no faster
+// (rrn-bench, docs/speed.md).
 // Reached through the dispatcher, so a torch built without oneDNN keeps at::mm_out. RRN_ONEDNN=0 (read in
 // backends.py, passed in as `allowed`) turns it off.
 #pragma once
@@ -28,11 +29,14 @@ inline const OneDnnOps& onednn_ops() {
   return ops;
 }
 
-// Whether oneDNN multiplies by this weight: `allowed` (RRN_ONEDNN), oneDNN present, CPU float32, both sides >= 256
+// Whether oneDNN multiplies by this weight: `allowed` (RRN_ONEDNN), oneDNN present, CPU float32 (or bfloat16, mixed
+// precision), both sides >= 256
 inline bool use_onednn(const at::Tensor& weight, bool allowed) {
   const auto& ops = onednn_ops();
+  const auto dtype = weight.scalar_type();
   return allowed && ops.linear.has_value() && ops.reorder.has_value() && weight.device().is_cpu() &&
-         weight.scalar_type() == at::kFloat && weight.dim() == 2 && std::min(weight.size(0), weight.size(1)) >= 256;
+         (dtype == at::kFloat || dtype == at::kBFloat16) && weight.dim() == 2 &&
+         std::min(weight.size(0), weight.size(1)) >= 256;
 }
 
 // (addend +) x W^T where x is in the states' dtype and W in the GEMMs' dtype. Mixed precision (a weight in another
@@ -54,13 +58,19 @@ class StepProduct {
     packed_ = stack[0].toTensor();
   }
   // (addend +) x weight^T: into `out` (returned) with at::mm_out; a fresh tensor with oneDNN
+  // (mixed precision: in `out`, widened from the weight's dtype)
   at::Tensor operator()(const at::Tensor& x, at::Tensor& out, const at::Tensor& addend = at::Tensor()) const {
-    if (weight_t_.scalar_type() != out.scalar_type()) return mixed_product(x, weight_t_, out, addend);
-    if (!onednn()) return addend.defined() ? at::addmm_out(out, addend, x, weight_t_) : at::mm_out(out, x, weight_t_);
-    torch::jit::Stack stack{x, packed_, c10::IValue(), c10::IValue(std::string("none")),
-                            c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue(std::string(""))};
+    const bool mixed = weight_t_.scalar_type() != out.scalar_type();
+    if (!onednn()) {
+      if (mixed) return mixed_product(x, weight_t_, out, addend);
+      return addend.defined() ? at::addmm_out(out, addend, x, weight_t_) : at::mm_out(out, x, weight_t_);
+    }
+    torch::jit::Stack stack{mixed ? x.to(weight_t_.scalar_type()) : x, packed_, c10::IValue(),
+                            c10::IValue(std::string("none")), c10::IValue(c10::List<std::optional<at::Scalar>>()),
+                            c10::IValue(std::string(""))};
     onednn_ops().linear->callBoxed(&stack);
     auto result = stack[0].toTensor();
+    if (mixed) result = out.copy_(result);
     return addend.defined() ? result.add_(addend) : result;
   }
   bool onednn() const { return packed_.defined(); }
