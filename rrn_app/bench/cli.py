@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -17,6 +18,12 @@ from rrn_app.bench.models import backend_context, build, has_fast_path, model_li
 from rrn_app.bench.settings import Settings, parse_arguments
 from rrn_app.bench.timing import SPREAD_WARNING, LoadMeter, time_models
 from rrn_app.option_checks import UserError
+
+
+def group_gemm_rate(group, batch: int, hidden: int, device, dtype) -> float:
+    """The GEMM rate of gemm.py under the group's precision (its first model's autocast)."""
+    with backend_context(group[0]):
+        return gemm.gemm_rate(batch, hidden, device, dtype)
 
 
 def run(settings: Settings, log=print) -> dict:
@@ -41,10 +48,12 @@ def run(settings: Settings, log=print) -> dict:
                 model.module = build(model, input_size, hidden, device, settings.dtype, settings.seed)
             generator = torch.Generator().manual_seed(settings.seed)
             x = torch.randn(batch, length, input_size, generator=generator, dtype=settings.dtype).to(device)
-            results = {mode: time_models(group, x, mode, settings.warmup, settings.repeats)
-                       for mode in settings.modes}
-            with backend_context(group[0]):  # the limit, under the group's precision (gemm.py)
-                rate = gemm.gemm_rate(batch, hidden, device, settings.dtype)
+            results, rates = {}, []
+            for mode in settings.modes:  # the limit (gemm.py) sampled before, between and after the modes' timings
+                rates.append(group_gemm_rate(group, batch, hidden, device, settings.dtype))
+                results[mode] = time_models(group, x, mode, settings.warmup, settings.repeats)
+            rates.append(group_gemm_rate(group, batch, hidden, device, settings.dtype))
+            rate = statistics.median(rates)
             others = meter.others()
             peaks = {}
             if settings.memory:

@@ -3,7 +3,11 @@ matrix-product FLOPs per token.
 
 The rate: FLOP/s of torch.mm of a [batch, hidden] by a [hidden, hidden] matrix — one step's recurrent product
 U s_{t-1} of a one-layer cell — on the run's device, dtype, thread count and precision (under the same
-autocast as the models), measured in the same run, the median of `ROUNDS` rounds of back-to-back products.
+autocast as the models), measured in the same run: before, between and after each group's timings (train,
+infer), each sample the median of `ROUNDS` rounds of back-to-back products, the row's rate the median of the
+samples (so a change in the machine's load during the group moves the limit with the models). The reference is
+one shape for every row: a model whose products are larger (nn.LSTM's gates are [H, 4H]; every cell's hoisted
+input GEMM has B x T rows) can run them faster than this and show a fraction above 1.
 
 The FLOP convention, for every row alike (cells, nn.LSTM/nn.GRU, peers): only matrix products count, 2 FLOPs
 per multiply-add, and every weight matrix (a parameter of two or more dimensions) is applied once per token,
