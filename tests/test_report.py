@@ -256,6 +256,9 @@ def test_music_published_rows_are_compared_only_with_their_own_kind_of_output(tm
     nade_row = next(line for line in lines if "RNN-NADE" in line and line.startswith("| published"))
     chung_row = next(line for line in lines if "| 8.54 |" in line and line.startswith("| published"))
     assert "| nade: RNN-NADE |" in nade_row and "| independent: GRU |" in chung_row  # the column of the output
+    header = next(line for line in lines if line.startswith("| source |"))
+    assert "| n | params | train min |" in header  # parameters per row, for matched-size comparisons
+    assert all("| 3 | 1,000 |" in line for line in lines if line.startswith("| ours G"))
 
 @pytest.mark.slow
 def test_a_real_two_cell_two_seed_multirun_then_rrn_report(data_root, tmp_path):

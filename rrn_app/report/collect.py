@@ -44,6 +44,7 @@ class Run:
     settings: dict[str, object] = field(default_factory=dict)
     parameters: int | None = None
     epochs: int | None = None
+    fit_seconds: float | None = None  # training time (fit) as the run measured it; machines differ
 
     @property
     def finished(self) -> bool:
@@ -64,6 +65,17 @@ class Group:
     @property
     def seeds(self) -> list:
         return [run.seed for run in self.runs]
+
+    @property
+    def parameters(self) -> list[int]:
+        """The distinct parameter counts of the runs (one, unless a setting the grouping ignores changed it)."""
+        return sorted({run.parameters for run in self.runs if run.parameters is not None})
+
+    @property
+    def fit_minutes(self) -> float | None:
+        """The mean training (fit) time of the runs in minutes, None if no run recorded it."""
+        seconds = [run.fit_seconds for run in self.runs if run.fit_seconds is not None]
+        return sum(seconds) / len(seconds) / 60 if seconds else None
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:
@@ -120,7 +132,7 @@ def read_run(results: Path) -> Run:
     overrides = data.get("overrides") if isinstance(data.get("overrides"), list) else []
     run = Run(folder, FINISHED, task=str(task), cell=str(cell), seed=config.get("seed"), history=history,
               overrides=[str(item) for item in overrides], settings=settings_of(config),
-              parameters=data.get("parameters"), epochs=data.get("epochs"))
+              parameters=data.get("parameters"), epochs=data.get("epochs"), fit_seconds=data.get("fit_seconds"))
     status = data.get("status", FINISHED)  # results.json from before the status field: written at the end
     metrics = data.get("metrics")
     if status != FINISHED:

@@ -47,7 +47,18 @@ def _our_cells(report: TaskReport, row: Row, index: int, bold) -> list[str]:
         text = fmt.summary(row.summaries[metric.name], metric)
         cells.append(bold(text) if text and index in report.best.get(metric.name, ()) else text)
     source = f"ours G{index + 1}" + (" (baseline)" if row.is_baseline else "")
-    return [source, *label, str(len(row.group.runs)), *cells]
+    return [source, *label, str(len(row.group.runs)), parameters_text(row.group), minutes_text(row.group), *cells]
+
+
+def parameters_text(group) -> str:
+    """The group's trainable parameter count (`95,064`; `95,064-96,000` if its runs differ)."""
+    counts = group.parameters
+    return "" if not counts else f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}-{counts[-1]:,}"
+
+
+def minutes_text(group) -> str:
+    minutes = group.fit_minutes
+    return "" if minutes is None else f"{minutes:.1f}"
 
 
 def _shown(value) -> str:
@@ -64,7 +75,7 @@ def _published_cells(report: TaskReport, index: int, entry) -> list[str]:
         label[position] = f"{entry.cell}: {entry.model}" if position == 0 else entry.cell
     cells = [fmt.published_value(entry.value, entry.sd, entry.decimals) if metric.name == entry.metric else ""
              for metric in report.metrics]
-    return [_published_label(index, entry), *label, "", *cells]
+    return [_published_label(index, entry), *label, "", "", "", *cells]
 
 
 def _comparison_rows(report: TaskReport) -> list[list[str]]:
@@ -86,6 +97,9 @@ def _protocol_rows(report: TaskReport) -> list[list[str]]:
                      entry.protocol.evaluation, ("matches: " if entry.matches else "") + entry.ours, entry.verified])
     return rows
 
+
+# after each group's settings: its runs, trainable parameters, mean training minutes (fit, as each run measured it)
+COUNT_COLUMNS = ["n", "params", "train min"]
 
 PROTOCOL_HEADER = ["", "source", "model", "number", "split", "parameters", "model selection", "evaluation",
                    "rrn's default protocol", "where the number was read"]
@@ -119,7 +133,7 @@ def terminal(reports: list[TaskReport], failed: list[Run], console=None) -> None
     for report in reports:
         table = Table(title=f"{report.task}: {len(report.rows)} groups, {report.runs} runs ({_baseline_text(report)})",
                       title_justify="left", show_lines=False)
-        for column in ["source", *_key_columns(report), "n", *[m.label for m in report.metrics]]:
+        for column in ["source", *_key_columns(report), *COUNT_COLUMNS, *[m.label for m in report.metrics]]:
             table.add_column(column, overflow="fold")
         for index, row in enumerate(report.rows):
             table.add_row(*plain(_our_cells(report, row, index, bold)))
@@ -171,7 +185,7 @@ def markdown(reports: list[TaskReport], failed: list[Run], out: Path, command: s
     for report in reports:
         lines += [f"## {report.task}", "",
                   f"{len(report.rows)} groups, {report.runs} runs; {_baseline_text(report)}.", ""]
-        header = ["source", *_key_columns(report), "n", *[m.label for m in report.metrics]]
+        header = ["source", *_key_columns(report), *COUNT_COLUMNS, *[m.label for m in report.metrics]]
         rows = [_our_cells(report, row, index, lambda text: f"**{text}**") for index, row in enumerate(report.rows)]
         rows += [_published_cells(report, index, entry) for index, entry in enumerate(report.published, 1)]
         lines += _md_table(header, rows)
@@ -201,7 +215,7 @@ def markdown(reports: list[TaskReport], failed: list[Run], out: Path, command: s
     return path
 
 
-CSV_HEADER = ["task", "source", "group", "settings", "metric", "n", "mean", "sd", "baseline", "difference",
+CSV_HEADER = ["task", "source", "group", "settings", "metric", "n", "parameters", "fit_minutes", "mean", "sd", "baseline", "difference",
               "ci_low", "ci_high", "p_value", "df", "citation", "protocol_matches", "read_in"]
 
 
@@ -220,16 +234,18 @@ def csv_file(reports: list[TaskReport], failed: list[Run], out: Path) -> Path:
                     baseline = (report.name(row.baseline) if row.baseline
                                 else "(is baseline)" if row.is_baseline else "")
                     writer.writerow([report.task, "ours", report.name(row), settings, metric.name, summary.n,
+                                     "/".join(map(str, row.group.parameters)),
+                                     "" if row.group.fit_minutes is None else round(row.group.fit_minutes, 2),
                                      summary.mean, summary.sd, baseline,
                                      *([difference.difference, difference.low, difference.high, difference.p_value,
                                         difference.df] if difference else ["", "", "", "", ""]), "", "", ""])
             for entry in report.published:
                 writer.writerow([report.task, "published", entry.model, entry.cell or "", entry.metric, entry.n or "",
-                                 entry.value, "" if entry.sd is None else entry.sd, "", "", "", "", "", "",
+                                 "", "", entry.value, "" if entry.sd is None else entry.sd, "", "", "", "", "", "",
                                  f"{entry.citation}, {entry.table}", entry.matches, entry.verified])
         for run in failed:
             writer.writerow([run.task, "not_averaged", shown_path(run.path), run.status, "", "", "", "", "", "", "", "", "",
-                             "", "", "", run.reason])
+                             "", "", "", "", "", run.reason])
     return path
 
 
