@@ -1,4 +1,5 @@
-"""rrn's Lightning callbacks (throughput, validation history) and the `callbacks` config group turned into them.
+"""rrn's Lightning callbacks (throughput, validation history, the music task's per-epoch sample) and the
+`callbacks` config group turned into them.
 
 `conf/callbacks/` holds one key per callback, each a `_target_` node that Hydra instantiates
 (lightning-hydra-template's shape): `callbacks=none`, `~callbacks.<name>`, `+callbacks.<name>._target_=<class>`.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -140,3 +143,93 @@ def trainer_callbacks_error(value) -> UserError:
 def find(callbacks, cls):
     """The first callback of a class in a Trainer's list, or None."""
     return next((callback for callback in callbacks if isinstance(callback, cls)), None)
+
+
+class SampleEveryEpoch(L.Callback):
+    """At the end of every validation epoch while fitting, a short sample: `<run dir>/samples/epochNN.mid` and
+    `.png`, and a WAV by the model's `sample_audio`: `best_last` (default) only for the best epoch (by the
+    checkpoint's metric, else val/nll) and the last, written when training ends (two WAVs of about 1.8 MB);
+    `every` each epoch; `never`.
+
+    Primer, length, temperature and seed come from the model's `sample_*` options (the same every epoch, so the
+    samples show progress). The pictures and sounds also go to a logger that takes them (W&B; TensorBoard: the
+    pictures). A failure is a warning: it never stops training.
+    """
+
+    def __init__(self):
+        self.best: dict | None = None  # {"epoch", "score", "stem", "roll"} of the best epoch so far
+        self.latest: dict | None = None
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
+            return  # not after the sanity check, nor in the final validate/test on the best checkpoint
+        audio = pl_module.hparams.get("sample_audio", "best_last")
+        options = {"length": pl_module.hparams.sample_length, "temperature": pl_module.hparams.sample_temperature,
+                   "seed": pl_module.hparams.sample_seed, "prime": pl_module.hparams.sample_prime,
+                   "name": f"epoch{trainer.current_epoch:02d}", "wav": audio == "every"}
+        try:
+            roll, paths = pl_module.sample_files(Path(trainer.default_root_dir) / "samples", options)
+            log_sample(trainer.logger, paths, trainer.global_step)
+        except Exception as error:  # noqa: BLE001  (a sample must never end a training run)
+            warnings.warn(f"could not write the epoch {trainer.current_epoch} music sample: {error!r}")
+            return
+        if audio != "best_last":
+            return
+        monitor, mode = "val/nll", "min"
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.monitor:
+            monitor, mode = checkpoint.monitor, checkpoint.mode
+        score = trainer.callback_metrics.get(monitor)
+        self.latest = {"epoch": trainer.current_epoch, "stem": str(paths[0].with_suffix("")), "roll": roll,
+                       "score": None if score is None else float(score)}
+        if self.latest["score"] is not None and (
+                self.best is None or (self.latest["score"] < self.best["score"] if mode == "min"
+                                      else self.latest["score"] > self.best["score"])):
+            self.best = self.latest
+
+    def on_train_end(self, trainer, pl_module):
+        """The WAVs of the best and the last epoch (`sample_audio: best_last`)."""
+        if not trainer.is_global_zero or pl_module.hparams.get("sample_audio", "best_last") != "best_last":
+            return
+        for entry in {id(entry): entry for entry in (self.best, self.latest) if entry is not None}.values():
+            path = Path(entry["stem"]).with_suffix(".wav")
+            try:
+                if not path.exists():
+                    log_sample(trainer.logger, [pl_module.write_wav(entry["roll"], path)], trainer.global_step)
+            except Exception as error:  # noqa: BLE001
+                warnings.warn(f"could not write the epoch {entry['epoch']} music sample's WAV: {error!r}")
+
+    def state_dict(self) -> dict:
+        """The best epoch so far (its frames too), so a resumed run still writes that epoch's WAV."""
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict.get("best")
+
+
+def log_sample(logger, paths: list[Path], step: int | None = None) -> bool:
+    """A sample's picture (and sound) to the logger: W&B both (log_to_wandb), TensorBoard the picture."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if isinstance(logger, TensorBoardLogger):
+        from rrn_app.figures import log_png
+
+        for path in paths:
+            if path.suffix == ".png":
+                log_png(logger, "sample/piano_roll", path, step)
+        return True
+    return log_to_wandb(logger, paths, step)
+
+
+def log_to_wandb(logger, paths: list[Path], step: int | None = None) -> bool:
+    """Log a sample's PNG and WAV through Lightning's WandbLogger (log_image, log_audio) when that is the logger."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return False
+    for path in paths:
+        if path.suffix == ".png":
+            logger.log_image("sample/piano_roll", [str(path)], step=step, caption=[path.stem])
+        elif path.suffix == ".wav":  # wandb.Audio reads it with soundfile (a dependency for this)
+            logger.log_audio("sample/audio", [str(path)], step=step, caption=[path.stem])
+    return True

@@ -2,10 +2,10 @@
 from a generative task's checkpoint (char_lm, music). `rrn-generate --help` lists the options.
 
 The checkpoint names its LightningModule class (`checkpoint["rrn_module"]`, written by the module's
-`on_save_checkpoint`); that class is loaded on the CPU and its `generate_files(out_dir, options)` writes the
-samples and returns their paths. `options` holds length, temperature, top_k, seed and prime, plus the
-task's own keys: a class lists those, with their defaults, in `GENERATE_OPTIONS` (which may also change the
-defaults of the common ones). Values are typed as YAML (null, 0.8, 200, false), except prime and options whose
+`on_save_checkpoint`); a class that declares itself generative (rrn_app/tasks/generative.py: `Generative`) is
+loaded on the CPU and its `generate_files(out_dir, options)` writes the samples and returns their paths.
+`options` holds length, temperature, top_k, seed and prime, plus the task's own keys: a class lists those, with
+their defaults, in `GENERATE_OPTIONS` (which may also change the defaults of the common ones). Values are typed as YAML (null, 0.8, 200, false), except prime and options whose
 default is text, which are taken as written. The default out dir is `<run dir>/samples/`, the run dir being the checkpoint
 folder's parent.
 
@@ -59,12 +59,10 @@ Examples:
 
 
 def unused_stem(directory: Path, name: str, suffixes: tuple[str, ...]) -> Path:
-    """directory/name, or directory/name-1, -2, ... : the first whose files (name + each suffix) do not exist yet,
-    so a new sample never overwrites an earlier one."""
-    stem, number = directory / name, 1
-    while any(stem.with_suffix(suffix).exists() for suffix in suffixes):
-        stem, number = directory / f"{name}-{number}", number + 1
-    return stem
+    """rrn_app.sample_io.unused_stem (its former home; imported when called, so that `--help` stays quick)."""
+    from rrn_app.sample_io import unused_stem as first_free
+
+    return first_free(directory, name, suffixes)
 
 
 def parse_arguments(arguments: list[str]) -> dict:
@@ -102,9 +100,15 @@ def module_class(checkpoint: dict, path: Path):
                         "sample from (checkpoint['rrn_module']).")
     module_name, _, class_name = name.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), class_name)
+        cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as error:
         raise UserError(f"{path} was written by {name}, which cannot be imported here ({error}).") from None
+    from rrn_app.tasks.generative import is_generative
+
+    if not is_generative(cls):
+        raise UserError(f"{path} is not a generative task checkpoint ({GENERATIVE_TASKS}): its model, {class_name}, "
+                        "has nothing to sample (rrn_app.tasks.generative.Generative).")
+    return cls
 
 
 def generate(arguments: list[str]) -> list[Path]:
@@ -122,7 +126,7 @@ def generate(arguments: list[str]) -> list[Path]:
     trust = trust_option(options.pop("trust_checkpoint", None))
     checkpoint = read_checkpoint(path, trust)
     cls = module_class(checkpoint, path)
-    defaults = {**COMMON_OPTIONS, **getattr(cls, "GENERATE_OPTIONS", {})}
+    defaults = {**COMMON_OPTIONS, **cls.GENERATE_OPTIONS}
     keyvalue.check_keys(sorted(options), ["ckpt", *defaults, "threads", "out", "trust_checkpoint"], quote=False)
     options = {**defaults, **{key: value if key == "prime" else typed(value, defaults[key])  # prime: text as written
                               for key, value in options.items()}}

@@ -323,8 +323,10 @@ def train(cfg) -> Path:
 
     if trainer_options.get("strategy") == "auto" and str(trainer_options.get("devices")) not in ("1", "auto"):
         trainer_options["strategy"] = "ddp"  # not Lightning's CPU default ddp_spawn, which does not mix with Hydra
-    if trainer_options.get("strategy") == "ddp" and cfg.cell.get("keep_prob", 1.0) < 1.0:
-        trainer_options["strategy"] = "ddp_find_unused_parameters_true"  # a dropped layer gets no gradient
+    from rrn_app.tasks.base import may_leave_parameters_unused
+
+    if trainer_options.get("strategy") == "ddp" and may_leave_parameters_unused(model):
+        trainer_options["strategy"] = "ddp_find_unused_parameters_true"  # the cell says a step may skip parameters
     logger = make_logger(logger_config, run_dir, config_dict)
     own = [history, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=False)),  # results.json's, rrn-eval's
            RandomStates(), PlateauCatchUp(), OverridesInCheckpoint(task_overrides()),  # exact resume: rrn_app/resume.py

@@ -154,7 +154,7 @@ def test_labels_unseen_in_training_come_last_and_cost_no_loss(atis, data_root):
     unseen = int((batch["tags"] >= atis.num_slot_outputs).sum())
     assert slot_loss.numel() == len(row["ids"]) - unseen and intent_loss.numel() == 0
     assert torch.isfinite(model._total(slot_loss, intent_loss))
-    model._evaluate(batch, "val")
+    model.evaluate(batch, "val")
     result = model.scores["val"].compute()
     assert float(result["intent_acc"]) == 0.0 and float(result["token_acc"]) < 1.0
 
@@ -196,7 +196,7 @@ def test_config_composes(compose_config):
     cfg = compose_config("task=atis", "cell=lstm", "cell.bidirectional=true")
     assert cfg.task.monitor == "val/slot_f1" and cfg.task.monitor_mode == "max"
     assert (cfg.cell.hidden_size, cfg.cell.num_layers, cfg.task.data.embedding_dim) == (100, 1, 100)
-    assert cfg.task.model.optimizer == "rmsprop"
+    assert cfg.task.model.optimizer._target_ == "torch.optim.RMSprop"  # the optimizer group's rmsprop
 
 
 # --- end to end -----------------------------------------------------------------------------------------------

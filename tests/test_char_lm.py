@@ -63,6 +63,7 @@ def test_windows_of_each_stream_concatenate_to_its_piece_of_the_corpus(n, batch_
     assert all(w == seq_length for w in widths[:-1]) and 1 <= widths[-1] <= seq_length + 1
     assert all((windows[k]["lengths"] >= 1).all() for k in range(len(windows)))  # no empty stream in a window
     assert [windows[k]["window"] for k in range(len(windows))] == list(range(len(windows)))
+    assert [windows[k]["reset"] for k in range(len(windows))] == [True] + [False] * (len(windows) - 1)
 
 
 def test_ddp_ranks_read_their_own_contiguous_streams():
@@ -156,16 +157,16 @@ def test_every_cell_carries_its_state_across_windows(cell):
     torch.manual_seed(0)
     model = CharLanguageModel(list("abcd"), options, embedding_dim=5).eval()
     ids = torch.randint(0, 4, (3, 7))
-    first = {"ids": ids, "targets": ids, "lengths": torch.tensor([7, 7, 7]), "window": 0}
-    second = {"ids": ids, "targets": ids, "lengths": torch.tensor([7, 6, 5]), "window": 1}
+    first = {"ids": ids, "targets": ids, "lengths": torch.tensor([7, 7, 7]), "window": 0, "reset": True}
+    second = {"ids": ids, "targets": ids, "lengths": torch.tensor([7, 6, 5]), "window": 1, "reset": False}
     model._window(first, "val")
     carried = model._window(second, "val")
-    fresh = model._window({**second, "window": 0}, "val")
+    fresh = model._window({**second, "window": 0, "reset": True}, "val")
     assert carried.shape == fresh.shape == (18,)
     assert not torch.allclose(carried, fresh)  # the carried state was used
     # two windows with the state carried == one window over both
     whole = model._window({"ids": torch.cat([ids, ids], 1), "targets": torch.cat([ids, ids], 1),
-                           "lengths": torch.tensor([14, 13, 12]), "window": 0}, "test")
+                           "lengths": torch.tensor([14, 13, 12]), "window": 0, "reset": True}, "test")
     first_losses = model._window(first, "test").view(3, 7)
     second_losses = model._window(second, "test").split([7, 6, 5])
     expected = torch.cat([torch.cat([first_losses[b], second_losses[b]]) for b in range(3)])

@@ -129,7 +129,7 @@ def test_config_composes(compose_config):
     cfg = compose_config("task=imdb", "cell=res_rnn")
     assert cfg.task.monitor == "val/acc" and cfg.task.model.pooling == "final"
     assert (cfg.cell.hidden_size, cfg.cell.num_layers, cfg.task.data.embedding_dim) == (128, 1, 64)
-    assert cfg.task.model.optimizer == "rmsprop"
+    assert cfg.task.model.optimizer._target_ == "torch.optim.RMSprop"  # the optimizer group's rmsprop
     cfg = compose_config("experiment=imdb_res_rnn")
     assert cfg.task.name == "imdb" and cfg.cell.name == "res_rnn" and cfg.cell.batch_norm is True
     assert cfg.cell.hidden_size == 128

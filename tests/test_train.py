@@ -132,4 +132,5 @@ def test_experiment_configs_compose(compose_config):
     assert cfg.task.name == "sst" and cfg.cell.name == "res_lstm"
     assert (cfg.cell.num_layers, cfg.cell.hidden_size, cfg.cell.keep_prob) == (4, 160, 0.75)
     cfg = compose_config("experiment=sst_res_lstm_paper", "cell.hidden_size=40")  # the command line still wins
-    assert cfg.cell.hidden_size == 40 and cfg.trainer.max_epochs == 10 and cfg.task.model.optimizer == "adagrad"
+    assert cfg.cell.hidden_size == 40 and cfg.trainer.max_epochs == 10
+    assert cfg.task.model.optimizer._target_ == "torch.optim.Adagrad"  # sst's optimizer, the optimizer group's adagrad

@@ -87,6 +87,12 @@ class ResidualLSTM(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
+    @property
+    def may_leave_parameters_unused(self) -> bool:
+        """True with stochastic depth (keep_prob < 1): a dropped layer's parameters get no gradient in that step,
+        so DDP must look for unused parameters (rrn-train then picks ddp_find_unused_parameters_true)."""
+        return self.keep_prob < 1.0
+
     def layer_kept(self, layer: int) -> bool:
         """Stochastic depth: the first layer always runs; residual layers run with probability keep_prob."""
         if layer == 0 or not self.training or self.keep_prob == 1.0:

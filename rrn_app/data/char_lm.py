@@ -19,7 +19,7 @@ be up to seq_length + 1 long), so every character of the split is read exactly o
 every split alike. A model carries its recurrent state from window k to window k + 1 and starts afresh at
 window 0 (a run resumed mid-epoch goes on from the window, and with the state, where it stopped).
 A batch is {"ids": [batch, time], "targets": [batch, time], "lengths": [batch] (the real steps of
-each stream in this window; only the last window has padding), "window": k}.
+each stream in this window; only the last window has padding), "window": k, "reset": k == 0}.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ class StreamWindows(Dataset):
     def __getitem__(self, k: int) -> dict:
         start, end = self.windows[k]
         return {"ids": self.inputs[:, start:end], "targets": self.targets[:, start:end],
-                "lengths": (self.lengths - start).clamp(0, end - start), "window": k}
+                "lengths": (self.lengths - start).clamp(0, end - start), "window": k,
+                "reset": k == 0}  # the state starts afresh (the flag music's windows carry too)
 
 
 class CharLMDataModule(L.LightningDataModule):

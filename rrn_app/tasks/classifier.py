@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import torch
 import torchmetrics
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from rrn_app import option_checks
-from rrn_app.cells import build_cell
-from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer, embedding_groups
+from rrn_app.tasks.base import SequenceTask
+from rrn_app.tasks.optim import embedding_groups
 from rrn_app.tasks.pooling import POOLINGS, pool
 
 
@@ -30,24 +29,23 @@ def class_names(num_classes: int) -> list[str]:
     return CLASS_NAMES.get(num_classes, [f"class {label}" for label in range(num_classes)])
 
 
-class SequenceClassifier(L.LightningModule):
+class SequenceClassifier(SequenceTask):
+    """The classifier of task=sst and task=imdb. Training accuracy and F1 are computed at the epoch's end from the
+    predicted classes kept during it (cheaper than updating the metrics every step)."""
+
     def __init__(self, vocab_size: int, num_classes: int, embedding_dim: int, cell: dict,
-                 dropout: float = 0.5, optimizer: str = "adagrad", lr: float = 0.05, embedding_lr: float = 0.1,
+                 dropout: float = 0.5, optimizer: str | dict = "adagrad", lr: float = 0.05, embedding_lr: float = 0.1,
                  weight_decay: float = 1e-4, pretrained_embeddings: torch.Tensor | None = None,
-                 pooling: str = "final"):
+                 pooling: str = "final", scheduler: dict | None = None):
         super().__init__()
-        option_checks.dropout_rate("dropout", dropout)
         option_checks.one_of("pooling", pooling, POOLINGS)
-        option_checks.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
-        option_checks.positive_float("lr", lr)
-        option_checks.positive_float("embedding_lr", embedding_lr)
-        option_checks.non_negative_float("weight_decay", weight_decay)
+        self.check_training_options(optimizer=optimizer, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
+                                    dropout=dropout, embedding_lr=embedding_lr)
         self.save_hyperparameters(ignore=["pretrained_embeddings"])
-        cell = dict(cell)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         if pretrained_embeddings is not None:
             self.embedding.weight.data.copy_(pretrained_embeddings)
-        self.encoder = build_cell(cell, input_size=embedding_dim)
+        self.encoder = self.build_encoder(cell, input_size=embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.encoder.output_size, num_classes)
         # keyed by "<stage>/" because a ModuleDict key may not shadow nn.Module.train
@@ -62,6 +60,7 @@ class SequenceClassifier(L.LightningModule):
         self.confusion = nn.ModuleDict({s: MulticlassConfusionMatrix(num_classes) for s in ("val", "test")})
         self.losses = nn.ModuleDict({s: torchmetrics.MeanMetric() for s in ("val", "test")})
         self.confusion_matrices: dict[str, list] = {}
+        self.train_predictions: list[tuple[torch.Tensor, torch.Tensor]] = []  # (classes, labels) of the epoch
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         embedded = self.dropout(self.embedding(ids))
@@ -72,25 +71,34 @@ class SequenceClassifier(L.LightningModule):
     def training_step(self, batch, batch_index):
         logits = self(batch["ids"], batch["lengths"])
         loss = nn.functional.cross_entropy(logits, batch["label"])
-        self.metrics["train/"].update(logits, batch["label"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        self.train_predictions.append((logits.detach().argmax(-1), batch["label"]))
+        self.log_training_loss(loss, len(logits))
         return loss
 
-    def on_train_epoch_end(self):
-        self.log_dict(self.metrics["train/"].compute())
-        self.metrics["train/"].reset()
+    def on_train_epoch_start(self):
+        self.train_predictions = []
 
-    def _evaluate(self, batch, stage: str):
+    def on_train_epoch_end(self):
+        """train/acc and train/f1_macro of the epoch's predicted classes (reduced over DDP ranks by torchmetrics)."""
+        metrics = self.metrics["train/"]
+        if self.train_predictions:
+            classes, labels = (torch.cat(column) for column in zip(*self.train_predictions))
+            metrics.update(classes, labels)
+        self.train_predictions = []
+        self.log_epoch(metrics.compute(), "train")
+        metrics.reset()
+
+    def evaluate(self, batch, stage: str):
         logits = self(batch["ids"], batch["lengths"])
         self.losses[stage].update(nn.functional.cross_entropy(logits, batch["label"], reduction="none"))
         for metric in (self.metrics[f"{stage}/"], self.per_class_f1[stage], self.confusion[stage]):
             metric.update(logits, batch["label"])
 
-    def _log_evaluation(self, stage: str):
+    def log_evaluation(self, stage: str):
         values = {f"{stage}/loss": self.losses[stage].compute(), **self.metrics[f"{stage}/"].compute()}
         for label, f1 in enumerate(self.per_class_f1[stage].compute()):
             values[f"{stage}/f1_class{label}"] = f1
-        self.log_dict(values, prog_bar=stage == "val")
+        self.log_epoch(values, stage)
         matrix = self.confusion[stage].compute()
         self.confusion_matrices[stage] = matrix.tolist()
         self._log_confusion_figure(stage)
@@ -108,23 +116,10 @@ class SequenceClassifier(L.LightningModule):
                                  Path(self.trainer.default_root_dir) / "figures" / f"{stage}_confusion_matrix.png",
                                  self.logger, f"{stage}/confusion_matrix", self.trainer.global_step)
 
-    def validation_step(self, batch, batch_index):
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self):
-        self._log_evaluation("val")
-
-    def test_step(self, batch, batch_index):
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self):
-        self._log_evaluation("test")
-
     def extra_results(self) -> dict:
         """Added to results.json by rrn-train."""
         return {"test_confusion_matrix": self.confusion_matrices.get("test")}
 
-    def configure_optimizers(self):
-        return build_optimizer(self.hparams.optimizer,
-                               embedding_groups(self, self.hparams.lr, self.hparams.embedding_lr),
-                               weight_decay=self.hparams.weight_decay)
+    def parameter_groups(self) -> list[dict]:
+        """The embedding at embedding_lr, the rest at lr."""
+        return embedding_groups(self, self.hparams.lr, self.hparams.embedding_lr)

@@ -14,17 +14,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import torch
 import torchmetrics
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
 from rrn_app import option_checks
-from rrn_app.cells import build_cell
-from rrn_app.cells.sequence import detach_state, length_mask
-from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
-from rrn_app.option_checks import InvalidOption, UserError
+from rrn_app.cells.sequence import detach_state, length_mask  # noqa: F401  (detach_state: tests import it here)
+from rrn_app.option_checks import UserError
+from rrn_app.tasks.base import CarriedState, SequenceTask
+from rrn_app.tasks.generative import Generative, check_sampling  # noqa: F401  (check_sampling: its former home)
 
 
 def per_character_metrics(nats: torch.Tensor, prefix: str) -> dict:
@@ -32,41 +30,30 @@ def per_character_metrics(nats: torch.Tensor, prefix: str) -> dict:
     return {f"{prefix}/loss": nats, f"{prefix}/bpc": nats / math.log(2), f"{prefix}/perplexity": torch.exp(nats)}
 
 
-def check_sampling(length, temperature, top_k, seed) -> None:
-    option_checks.positive_int("length", length)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidOption("seed", seed, "must be an integer")
-    option_checks.positive_float("temperature", temperature)
-    if top_k is not None:
-        option_checks.positive_int("top_k", top_k)
+class CharLanguageModel(SequenceTask, Generative):
+    """The character language model of task=char_lm; rrn-generate samples text from it."""
 
-
-class CharLanguageModel(L.LightningModule):
-    # rrn-generate options this task takes besides length, temperature, top_k, seed, prime (none)
-    GENERATE_OPTIONS: dict = {}
+    GENERATE_OPTIONS: dict = {}  # rrn-generate options besides length, temperature, top_k, seed, prime: none
 
     def __init__(self, vocabulary: list[str], cell: dict, embedding_dim: int = 64, dropout: float = 0.0,
-                 optimizer: str = "adam", lr: float = 2e-3, weight_decay: float = 0.0,
-                 word_boundary: str | None = None):
+                 optimizer: str | dict = "adam", lr: float = 2e-3, weight_decay: float = 0.0,
+                 word_boundary: str | None = None, scheduler: dict | None = None):
         super().__init__()
         option_checks.positive_int("embedding_dim", embedding_dim)
-        option_checks.dropout_rate("dropout", dropout)
-        option_checks.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
-        option_checks.positive_float("lr", lr)
-        option_checks.non_negative_float("weight_decay", weight_decay)
+        self.check_training_options(optimizer=optimizer, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
+                                    dropout=dropout)
         if cell.get("bidirectional"):
             raise UserError("cell.bidirectional=true is not allowed: a language model reads left to right; "
                             "use cell.bidirectional=false")
         self.save_hyperparameters()
-        cell = dict(cell)
         self.vocabulary = list(vocabulary)
         self.stoi = {character: index for index, character in enumerate(self.vocabulary)}
         self.embedding = nn.Embedding(len(vocabulary), embedding_dim)
-        self.encoder = build_cell(cell, input_size=embedding_dim)
+        self.encoder = self.build_encoder(cell, input_size=embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.decoder = nn.Linear(self.encoder.output_size, len(vocabulary))
         self.losses = nn.ModuleDict({s: torchmetrics.MeanMetric() for s in ("val", "test")})
-        self.states: dict = {}  # stage -> the state carried to its next window
+        self.carried = CarriedState()  # per stage, the state carried to its next window
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
         """Logits [batch, time, vocabulary] of each next character, and the encoder's final state."""
@@ -75,57 +62,40 @@ class CharLanguageModel(L.LightningModule):
 
     def _window(self, batch, stage: str) -> torch.Tensor:
         """Per-character NLL [real steps] of one window, the state carried in from the previous window."""
-        state = None if batch["window"] == 0 else self.states.get(stage)
         lengths = batch["lengths"]
-        logits, state = self(batch["ids"], lengths, state)  # a full window runs unpadded (check_lengths)
-        self.states[stage] = detach_state(state)
+        logits, state = self(batch["ids"], lengths, self.carried.start(batch, stage))  # a full window: unpadded
+        self.carried.carry(state, stage)
         mask = length_mask(lengths, batch["ids"].shape[1])
         return nn.functional.cross_entropy(logits[mask], batch["targets"][mask], reduction="none")
 
     def on_train_epoch_start(self):
-        self.states["train"] = None
+        self.carried.clear("train")
 
     def training_step(self, batch, batch_index):
         loss = self._window(batch, "train").mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["lengths"].sum()))
+        self.log_training_loss(loss, int(batch["lengths"].sum()))
         return loss
 
-    def _evaluate(self, batch, stage: str):
+    def evaluate(self, batch, stage: str):
         self.losses[stage].update(self._window(batch, stage))
 
-    def _log_evaluation(self, stage: str):
-        self.log_dict(per_character_metrics(self.losses[stage].compute(), stage), prog_bar=stage == "val")
+    def log_evaluation(self, stage: str):
+        self.log_epoch(per_character_metrics(self.losses[stage].compute(), stage), stage)
         self.losses[stage].reset()
-        self.states[stage] = None
-
-    def validation_step(self, batch, batch_index):
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self):
-        self._log_evaluation("val")
-
-    def test_step(self, batch, batch_index):
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self):
-        self._log_evaluation("test")
-
-    def configure_optimizers(self):
-        return build_optimizer(self.hparams.optimizer, [{"params": self.parameters(), "lr": self.hparams.lr}],
-                               weight_decay=self.hparams.weight_decay)
+        self.carried.clear(stage)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """rrn-generate reads the class to rebuild from here; the vocabulary is in the hyper-parameters too. The
-        training state carried to the next window goes along, so a run resumed mid-epoch continues with it."""
-        checkpoint["rrn_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        """The class (rrn-generate rebuilds it) and the vocabulary (in the hyper-parameters too). The training state
+        carried to the next window goes along, so a run resumed mid-epoch continues with it."""
+        super().on_save_checkpoint(checkpoint)
         checkpoint["vocabulary"] = self.vocabulary
-        checkpoint["carried_state"] = self.states.get("train")
+        checkpoint["carried_state"] = self.carried.get("train")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.states["train"] = checkpoint.get("carried_state")  # a new epoch starts afresh (on_train_epoch_start)
+        self.carried.set(checkpoint.get("carried_state"), "train")  # a new epoch starts afresh (on_train_epoch_start)
 
     def on_train_start(self):
-        self.states["train"] = move_data_to_device(self.states.get("train"), self.device)  # loaded on the CPU
+        self.carried.set(self.carried.get("train"), "train", self.device)  # loaded on the CPU
 
     # sampling
 
@@ -171,9 +141,6 @@ class CharLanguageModel(L.LightningModule):
         text = self.sample(options["length"], options["temperature"], options["top_k"], options["seed"],
                            options["prime"] or "")
         print(text, flush=True)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        from rrn_app.generate import unused_stem
+        from rrn_app.sample_io import write_text
 
-        path = unused_stem(out_dir, f"sample-seed{options['seed']}", (".txt",)).with_suffix(".txt")
-        path.write_text(text)
-        return [path]
+        return [write_text(text, out_dir, f"sample-seed{options['seed']}")]

@@ -20,7 +20,7 @@ Training runs over windows with the state carried (detached) from one window of 
 Generation (`generate_files`, also used by `rrn-generate`): frames are sampled autoregressively, each from the
 output distribution (independent: each key a Bernoulli draw from sigmoid(logit / temperature); nade: key by key,
 each key's conditional logit divided by the temperature), after a primer; the result is written as MIDI, a
-piano-roll PNG and a WAV (rrn_app/music_io.py). `SampleEveryEpoch` writes one such sample at the end of
+piano-roll PNG and a WAV (rrn_app/sample_io.py). `SampleEveryEpoch` (rrn_app/callbacks.py) writes one such sample at the end of
 every validation epoch under `<run dir>/samples/` (the WAV only for the best and the last epoch by default:
 `sample_audio`) and logs it to W&B or TensorBoard when that logger is on.
 """
@@ -30,91 +30,36 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import lightning as L
 import torch
-import torchmetrics
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
 from rrn_app import option_checks
-from rrn_app.cells import build_cell
-from rrn_app.cells.sequence import detach_state, length_mask
+from rrn_app.callbacks import SampleEveryEpoch, log_sample, log_to_wandb  # noqa: F401  (their former home)
+from rrn_app.cells.sequence import length_mask
 from rrn_app.data.music import DATASETS, KEYS, dataset_path, load_pieces, shifted
-from rrn_app.tasks.heads import OUTPUTS, build_head
-from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer
 from rrn_app.option_checks import InvalidOption, UserError
+from rrn_app.tasks.base import CarriedState, SequenceTask
+from rrn_app.tasks.generative import DEFAULT_PRIME_FRAMES, PRIME_SPLITS, Generative, parse_prime  # noqa: F401
+from rrn_app.tasks.heads import OUTPUTS, build_head
+from rrn_app.tasks.music_metrics import FrameMetrics, frame_nll  # noqa: F401  (frame_nll: its former home)
 
-PRIME_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
-DEFAULT_PRIME_FRAMES = 16
 SAMPLE_AUDIO = ("best_last", "every", "never")  # which per-epoch samples get a WAV (SampleEveryEpoch)
 
 
-def frame_nll(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """[batch, time] negative log-likelihood of each frame (nats, summed over keys); 0 past each length."""
-    nll = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
-    if lengths is None:
-        return nll
-    return nll * length_mask(lengths, nll.shape[1]).to(nll.dtype)
+class MusicModel(SequenceTask, Generative):
+    """The model of task=music; rrn-generate samples pieces from it. Its own schedule (`scheduler=default`):
+    the learning rate times `lr_decay` whenever val/nll has not improved for `lr_patience` epochs."""
 
-
-class FrameMetrics(torchmetrics.Metric):
-    """NLL per time step and Bay et al.'s frame-level accuracy, summed over every real frame of a split."""
-
-    full_state_update = False
-
-    def __init__(self):
-        super().__init__()
-        for name in ("nll", "frames", "true_positives", "false_positives", "false_negatives"):
-            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, logits: torch.Tensor | None, targets: torch.Tensor, lengths: torch.Tensor,
-               nll: torch.Tensor | None = None, predicted: torch.Tensor | None = None) -> None:
-        """`nll`: the batch's summed frame NLL when the caller has it already (training computes it for the loss);
-        `predicted`: the bool frames the accuracy scores when not logits > 0. With both, `logits` may be None."""
-        mask = length_mask(lengths.to(targets.device), targets.shape[1])[:, :, None]
-        self.nll += (frame_nll(logits, targets, lengths).sum() if nll is None else nll).double()
-        self.frames += lengths.sum().double()
-        predicted, actual = (logits > 0 if predicted is None else predicted) & mask, (targets > 0.5) & mask
-        self.true_positives += (predicted & actual).sum().double()
-        self.false_positives += (predicted & ~actual).sum().double()
-        self.false_negatives += (~predicted & actual).sum().double()
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        counted = self.true_positives + self.false_positives + self.false_negatives
-        return {"nll": self.nll / self.frames.clamp(min=1),
-                "frame_acc": self.true_positives / counted if counted > 0 else counted}
-
-
-def parse_prime(prime, option: str = "prime") -> tuple[str, int | None, int | None]:
-    """`none` | `random` | `<train|valid|test>:<piece>[:<frames>]` -> (kind, piece index, frames)."""
-    text = "none" if prime is None else str(prime).strip()
-    if text in ("", "none", "random"):
-        return (text or "none", None, None)
-    parts = text.split(":")
-    try:
-        if parts[0] not in PRIME_SPLITS or len(parts) not in (2, 3):
-            raise ValueError
-        index = int(parts[1])
-        frames = int(parts[2]) if len(parts) == 3 else DEFAULT_PRIME_FRAMES
-        if index < 0 or frames < 1:
-            raise ValueError
-    except ValueError:
-        raise InvalidOption(option, prime, "must be none, random, or <train|valid|test>:<piece>[:<frames>] "
-                            f"(e.g. test:0:{DEFAULT_PRIME_FRAMES}: the opening of the first test piece)") from None
-    return (parts[0], index, frames)
-
-
-class MusicModel(L.LightningModule):
     # rrn-generate's options for music (besides ckpt, out, temperature, top_k, seed, prime); see generate_files
     GENERATE_OPTIONS = {"length": 128, "name": None, "data_root": None, "wav": True, "samples": 1, "stats": False}
 
     def __init__(self, cell: dict, dataset: str = "jsb_chorales", beats_per_frame: float = 1.0, tempo: float = 120.0,
                  data_path: str | None = None, input_size: int | None = None, dropout: float = 0.3,
-                 optimizer: str = "adam", lr: float = 1e-2, weight_decay: float = 0.0, lr_decay: float | None = 0.5,
+                 optimizer: str | dict = "adam", lr: float = 1e-2, weight_decay: float = 0.0, lr_decay: float | None = 0.5,
                  lr_patience: int = 1, sample_every_epoch: bool = True, sample_length: int = 64,
                  sample_temperature: float = 1.0, sample_prime: str = "valid:0:16", sample_seed: int = 0,
                  sample_audio: str = "best_last", output: str = "independent", nade_hidden: int = 150,
-                 skip_first_frame: bool = False):
+                 skip_first_frame: bool = False, scheduler: dict | None = None):
         super().__init__()
         option_checks.one_of("skip_first_frame", skip_first_frame, (True, False))
         option_checks.one_of("output", output, OUTPUTS)
@@ -124,10 +69,8 @@ class MusicModel(L.LightningModule):
         option_checks.positive_float("tempo", tempo)
         if input_size is not None:
             option_checks.positive_int("input_size", input_size)
-        option_checks.dropout_rate("dropout", dropout)
-        option_checks.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
-        option_checks.positive_float("lr", lr)
-        option_checks.non_negative_float("weight_decay", weight_decay)
+        self.check_training_options(optimizer=optimizer, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
+                                    dropout=dropout)
         if lr_decay is not None and not 0 < lr_decay < 1:
             raise InvalidOption("lr_decay", lr_decay, "must be a factor in (0, 1), or null for a constant rate")
         option_checks.positive_int("lr_patience", lr_patience)
@@ -137,9 +80,8 @@ class MusicModel(L.LightningModule):
         option_checks.non_negative_float("sample_temperature", sample_temperature)
         parse_prime(sample_prime, "sample_prime")
         self.save_hyperparameters()
-        cell = dict(cell)
         self.input_layer = nn.Linear(KEYS, input_size) if input_size else nn.Identity()
-        self.encoder = build_cell(cell, input_size=input_size or KEYS)
+        self.encoder = self.build_encoder(cell, input_size=input_size or KEYS)
         if self.encoder.bidirectional:
             raise UserError("cell.bidirectional=true is not allowed for task=music: a frame is predicted from the "
                             "frames before it only. Use cell.bidirectional=false.")
@@ -147,7 +89,7 @@ class MusicModel(L.LightningModule):
         self.output_layer = build_head(output, self.encoder.output_size, KEYS, nade_hidden)  # the frame's distribution
         # keyed by "<stage>/" because a ModuleDict key may not shadow nn.Module.train
         self.metrics = nn.ModuleDict({f"{stage}/": FrameMetrics() for stage in ("train", "val", "test")})
-        self._state = None  # carried from one training window to the next
+        self.carried = CarriedState()  # from one training window to the next
         self._pieces = None  # the dataset's pieces, loaded when a primer needs them
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
@@ -172,24 +114,23 @@ class MusicModel(L.LightningModule):
         return nll
 
     def training_step(self, batch, batch_index):
-        state = None if batch["reset"] else self._state  # a group's windows share their rows
-        conditions, state = self(batch["inputs"], batch["lengths"], state)
-        self._state = detach_state(state)
+        conditions, state = self(batch["inputs"], batch["lengths"], self.carried.start(batch, "train"))
+        self.carried.carry(state, "train")  # a group's windows share their rows
         frames = batch["lengths"].sum()
         nll = self._score("train", conditions, batch)
         loss = nll / frames.clamp(min=1)  # DDP: a rank's window may be empty
-        self.log("train/loss", loss, prog_bar=True, batch_size=max(int(frames), 1))
+        self.log_training_loss(loss, max(int(frames), 1))
         return loss
 
     def on_train_epoch_start(self):
-        self._state = None
+        self.carried.clear("train")
 
     def on_train_epoch_end(self):
-        self._log_metrics("train")
+        self.log_evaluation("train")
 
-    def _log_metrics(self, stage: str):
+    def log_evaluation(self, stage: str):
         values = self.metrics[f"{stage}/"].compute()
-        self.log_dict({f"{stage}/{name}": value.float() for name, value in values.items()}, prog_bar=stage == "val")
+        self.log_epoch({f"{stage}/{name}": value.float() for name, value in values.items()}, stage)
         self.metrics[f"{stage}/"].reset()
 
     def _evaluated(self, conditions: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -199,30 +140,18 @@ class MusicModel(L.LightningModule):
         return conditions[:, 1:], {**batch, "targets": batch["targets"][:, 1:],
                                    "lengths": (batch["lengths"] - 1).clamp(min=0)}
 
-    def validation_step(self, batch, batch_index):
+    def evaluate(self, batch, stage: str):
         conditions, _ = self(batch["inputs"], batch["lengths"])
-        self._score("val", *self._evaluated(conditions, batch))
+        self._score(stage, *self._evaluated(conditions, batch))
 
-    def on_validation_epoch_end(self):
-        self._log_metrics("val")
-
-    def test_step(self, batch, batch_index):
-        conditions, _ = self(batch["inputs"], batch["lengths"])
-        self._score("test", *self._evaluated(conditions, batch))
-
-    def on_test_epoch_end(self):
-        self._log_metrics("test")
-
-    def configure_optimizers(self):
-        """The optimizer; with `lr_decay`, the learning rate times `lr_decay` whenever val/nll has not improved
-        for `lr_patience` epochs (ReduceLROnPlateau)."""
-        optimizer = build_optimizer(self.hparams.optimizer, [{"params": self.parameters(), "lr": self.hparams.lr}],
-                                    weight_decay=self.hparams.weight_decay)
+    def default_schedule(self, optimizer):
+        """With `lr_decay`, the learning rate times `lr_decay` whenever val/nll has not improved for `lr_patience`
+        epochs (ReduceLROnPlateau); with lr_decay null, a constant rate."""
         if self.hparams.lr_decay is None:
-            return optimizer
+            return None
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=self.hparams.lr_decay,
                                                                patience=self.hparams.lr_patience)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/nll"}}
+        return {"scheduler": scheduler, "monitor": "val/nll"}
 
     def configure_callbacks(self):
         """The per-epoch sample, once: not again for the validate/test after fit (Lightning would say that it
@@ -235,20 +164,20 @@ class MusicModel(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """What `rrn-generate` reads: the class to load, and the dataset and timing of the frames. Also what a run
         resumed mid-epoch needs: the state carried to the next window and the epoch's training metric sums."""
-        checkpoint["rrn_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        super().on_save_checkpoint(checkpoint)
         checkpoint["music"] = {"dataset": self.hparams.dataset, "beats_per_frame": self.hparams.beats_per_frame,
                                "tempo": self.hparams.tempo, "data_path": self.hparams.data_path}
-        checkpoint["carried_state"] = self._state
+        checkpoint["carried_state"] = self.carried.get("train")
         train = self.metrics["train/"]
         checkpoint["train_metric_sums"] = {name: getattr(train, name).clone() for name in train._defaults}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._state = checkpoint.get("carried_state")  # a new epoch starts afresh (on_train_epoch_start)
+        self.carried.set(checkpoint.get("carried_state"), "train")  # a new epoch starts afresh (on_train_epoch_start)
         self._train_sums = checkpoint.get("train_metric_sums")
 
     def on_train_start(self):
         """After a resume: the carried state and the epoch's metric sums, on this device."""
-        self._state = move_data_to_device(self._state, self.device)
+        self.carried.set(self.carried.get("train"), "train", self.device)
         sums, self._train_sums = getattr(self, "_train_sums", None), None
         if self.trainer.fit_loop.restarted_mid_epoch and sums:
             train = self.metrics["train/"]
@@ -335,7 +264,7 @@ class MusicModel(L.LightningModule):
             paths += written
         if stats:
             from rrn_app import music_stats
-            from rrn_app.generate import unused_stem
+            from rrn_app.sample_io import unused_stem
 
             label = f"{self.hparams.cell['name']}, {self.hparams.get('output', 'independent')} output"
             about = {"dataset": self.hparams.dataset, "output": self.hparams.get("output", "independent"),
@@ -347,7 +276,7 @@ class MusicModel(L.LightningModule):
 
     def sample_files(self, out_dir: Path, options: dict) -> tuple[torch.Tensor, list[Path]]:
         """generate_files, also returning the sampled frames (the per-epoch sample writes some WAVs later)."""
-        from rrn_app import music_io
+        from rrn_app import sample_io
 
         length = option_checks.positive_int("length", 128 if options.get("length") is None else options["length"])
         temperature = options.get("temperature")
@@ -359,113 +288,21 @@ class MusicModel(L.LightningModule):
         roll = self.sample(primer, length, temperature, seed)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        from rrn_app.generate import unused_stem
-
-        stem = unused_stem(out_dir, str(options.get("name") or f"sample-seed{seed}"), (".mid", ".png", ".wav"))
-        seconds = music_io.frame_seconds(self.hparams.beats_per_frame, self.hparams.tempo)
+        stem = sample_io.unused_stem(out_dir, str(options.get("name") or f"sample-seed{seed}"), (".mid", ".png", ".wav"))
+        seconds = sample_io.frame_seconds(self.hparams.beats_per_frame, self.hparams.tempo)
         output = self.hparams.get("output", "independent")
         title = (f"{DATASETS[self.hparams.dataset].title}, {self.hparams.cell['name']}"
                  f"{', NADE output' if output == 'nade' else ''}: {len(primer)} primer + "
                  f"{length} sampled frames, temperature {temperature:g}, seed {seed}")
-        paths = [music_io.write_midi(roll, stem.with_suffix(".mid"), seconds, self.hparams.tempo),
-                 music_io.write_png(roll, stem.with_suffix(".png"), seconds, title, primer_frames=len(primer))]
+        paths = [sample_io.write_midi(roll, stem.with_suffix(".mid"), seconds, self.hparams.tempo),
+                 sample_io.write_png(roll, stem.with_suffix(".png"), seconds, title, primer_frames=len(primer))]
         if options.get("wav", True):
             paths.append(self.write_wav(roll, stem.with_suffix(".wav")))
         return roll, paths
 
     def write_wav(self, roll: torch.Tensor, path: Path) -> Path:
         """The frames as a WAV at this model's frame timing (about 1.8 MB for the default JSB sample, 40 s)."""
-        from rrn_app import music_io
+        from rrn_app import sample_io
 
-        seconds = music_io.frame_seconds(self.hparams.beats_per_frame, self.hparams.tempo)
-        return music_io.write_wav(roll, path, seconds, self.hparams.tempo)
-
-
-class SampleEveryEpoch(L.Callback):
-    """At the end of every validation epoch while fitting, a short sample: `<run dir>/samples/epochNN.mid` and
-    `.png`, and a WAV by the model's `sample_audio`: `best_last` (default) only for the best epoch (by the
-    checkpoint's metric, else val/nll) and the last, written when training ends (two WAVs of about 1.8 MB);
-    `every` each epoch; `never`.
-
-    Primer, length, temperature and seed come from the model's `sample_*` options (the same every epoch, so the
-    samples show progress). The pictures and sounds also go to a logger that takes them (W&B; TensorBoard: the
-    pictures). A failure is a warning: it never stops training.
-    """
-
-    def __init__(self):
-        self.best: dict | None = None  # {"epoch", "score", "stem", "roll"} of the best epoch so far
-        self.latest: dict | None = None
-
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
-            return  # not after the sanity check, nor in the final validate/test on the best checkpoint
-        audio = pl_module.hparams.get("sample_audio", "best_last")
-        options = {"length": pl_module.hparams.sample_length, "temperature": pl_module.hparams.sample_temperature,
-                   "seed": pl_module.hparams.sample_seed, "prime": pl_module.hparams.sample_prime,
-                   "name": f"epoch{trainer.current_epoch:02d}", "wav": audio == "every"}
-        try:
-            roll, paths = pl_module.sample_files(Path(trainer.default_root_dir) / "samples", options)
-            log_sample(trainer.logger, paths, trainer.global_step)
-        except Exception as error:  # noqa: BLE001  (a sample must never end a training run)
-            warnings.warn(f"could not write the epoch {trainer.current_epoch} music sample: {error!r}")
-            return
-        if audio != "best_last":
-            return
-        monitor, mode = "val/nll", "min"
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None and checkpoint.monitor:
-            monitor, mode = checkpoint.monitor, checkpoint.mode
-        score = trainer.callback_metrics.get(monitor)
-        self.latest = {"epoch": trainer.current_epoch, "stem": str(paths[0].with_suffix("")), "roll": roll,
-                       "score": None if score is None else float(score)}
-        if self.latest["score"] is not None and (
-                self.best is None or (self.latest["score"] < self.best["score"] if mode == "min"
-                                      else self.latest["score"] > self.best["score"])):
-            self.best = self.latest
-
-    def on_train_end(self, trainer, pl_module):
-        """The WAVs of the best and the last epoch (`sample_audio: best_last`)."""
-        if not trainer.is_global_zero or pl_module.hparams.get("sample_audio", "best_last") != "best_last":
-            return
-        for entry in {id(entry): entry for entry in (self.best, self.latest) if entry is not None}.values():
-            path = Path(entry["stem"]).with_suffix(".wav")
-            try:
-                if not path.exists():
-                    log_sample(trainer.logger, [pl_module.write_wav(entry["roll"], path)], trainer.global_step)
-            except Exception as error:  # noqa: BLE001
-                warnings.warn(f"could not write the epoch {entry['epoch']} music sample's WAV: {error!r}")
-
-    def state_dict(self) -> dict:
-        """The best epoch so far (its frames too), so a resumed run still writes that epoch's WAV."""
-        return {"best": self.best}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.best = state_dict.get("best")
-
-
-def log_sample(logger, paths: list[Path], step: int | None = None) -> bool:
-    """A sample's picture (and sound) to the logger: W&B both (log_to_wandb), TensorBoard the picture."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    if isinstance(logger, TensorBoardLogger):
-        from rrn_app.figures import log_png
-
-        for path in paths:
-            if path.suffix == ".png":
-                log_png(logger, "sample/piano_roll", path, step)
-        return True
-    return log_to_wandb(logger, paths, step)
-
-
-def log_to_wandb(logger, paths: list[Path], step: int | None = None) -> bool:
-    """Log a sample's PNG and WAV through Lightning's WandbLogger (log_image, log_audio) when that is the logger."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    if not isinstance(logger, WandbLogger):
-        return False
-    for path in paths:
-        if path.suffix == ".png":
-            logger.log_image("sample/piano_roll", [str(path)], step=step, caption=[path.stem])
-        elif path.suffix == ".wav":  # wandb.Audio reads it with soundfile (a dependency for this)
-            logger.log_audio("sample/audio", [str(path)], step=step, caption=[path.stem])
-    return True
+        seconds = sample_io.frame_seconds(self.hparams.beats_per_frame, self.hparams.tempo)
+        return sample_io.write_wav(roll, path, seconds, self.hparams.tempo)

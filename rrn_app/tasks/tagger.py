@@ -18,16 +18,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import torch
 import torchmetrics
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rrn_app import option_checks
-from rrn_app.cells import build_cell
+from rrn_app.tasks.base import SequenceTask
 from rrn_app.tasks.conll import SlotIntentScores
-from rrn_app.tasks.optim import OPTIMIZERS, build_optimizer, embedding_groups
+from rrn_app.tasks.optim import embedding_groups
 from rrn_app.tasks.pooling import POOLINGS, pool
 
 PREDICTIONS_FILE, INTENT_PREDICTIONS_FILE = "test_predictions.txt", "test_intent_predictions.txt"
@@ -42,28 +41,25 @@ def write_conll(path: Path, utterances) -> None:
             out.write("\n")
 
 
-class JointSlotIntentTagger(L.LightningModule):
+class JointSlotIntentTagger(SequenceTask):
+    """The slot tagger and intent classifier of task=atis."""
+
     def __init__(self, vocab_size: int, embedding_dim: int, slot_labels: list[str], num_slot_outputs: int,
                  intent_labels: list[str], num_intent_outputs: int, cell: dict, dropout: float = 0.5,
-                 intent_weight: float = 1.0, intent_pooling: str = "final", optimizer: str = "rmsprop",
+                 intent_weight: float = 1.0, intent_pooling: str = "final", optimizer: str | dict = "rmsprop",
                  lr: float = 1e-3, embedding_lr: float | None = None, weight_decay: float = 0.0,
-                 pretrained_embeddings: torch.Tensor | None = None):
+                 pretrained_embeddings: torch.Tensor | None = None, scheduler: dict | None = None):
         super().__init__()
-        option_checks.dropout_rate("dropout", dropout)
         option_checks.non_negative_float("intent_weight", intent_weight)
         option_checks.one_of("intent_pooling", intent_pooling, POOLINGS)
-        option_checks.one_of("optimizer", optimizer, tuple(OPTIMIZERS))
-        option_checks.positive_float("lr", lr)
-        if embedding_lr is not None:
-            option_checks.positive_float("embedding_lr", embedding_lr)
-        option_checks.non_negative_float("weight_decay", weight_decay)
+        self.check_training_options(optimizer=optimizer, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
+                                    dropout=dropout, embedding_lr=embedding_lr)
         self.save_hyperparameters(ignore=["pretrained_embeddings"])
-        cell = dict(cell)
         self.slot_labels, self.intent_labels = list(slot_labels), list(intent_labels)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         if pretrained_embeddings is not None:
             self.embedding.weight.data.copy_(pretrained_embeddings)
-        self.encoder = build_cell(cell, input_size=embedding_dim)
+        self.encoder = self.build_encoder(cell, input_size=embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.slot_classifier = nn.Linear(self.encoder.output_size, num_slot_outputs)
         self.intent_classifier = nn.Linear(self.encoder.output_size, num_intent_outputs) if intent_weight > 0 else None
@@ -106,13 +102,13 @@ class JointSlotIntentTagger(L.LightningModule):
         slot_loss, intent_loss = self._losses(slot_logits, intent_logits, batch)
         loss = self._total(slot_loss, intent_loss)
         size = len(batch["lengths"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log("train/slot_loss", slot_loss.mean(), batch_size=size)
+        self.log_training_loss(loss, size)
+        self.log_training_loss(slot_loss.mean(), size, "train/slot_loss")
         if intent_loss is not None:
-            self.log("train/intent_loss", intent_loss.mean(), batch_size=size)
+            self.log_training_loss(intent_loss.mean(), size, "train/intent_loss")
         return loss
 
-    def _evaluate(self, batch, stage: str):
+    def evaluate(self, batch, stage: str):
         slot_logits, intent_logits = self(batch["ids"], batch["lengths"])
         slot_loss, intent_loss = self._losses(slot_logits, intent_logits, batch)
         self.slot_losses[stage].update(slot_loss)
@@ -135,7 +131,7 @@ class JointSlotIntentTagger(L.LightningModule):
                 self.test_predictions.append(
                     (index, batch["tokens"][number], gold_tags[number], predicted_tags[number], intents))
 
-    def _log_evaluation(self, stage: str):
+    def log_evaluation(self, stage: str):
         values = {f"{stage}/{name}": value for name, value in self.scores[stage].compute().items()}
         slot_loss = self.slot_losses[stage].compute()
         values[f"{stage}/slot_loss"] = slot_loss
@@ -145,7 +141,7 @@ class JointSlotIntentTagger(L.LightningModule):
             values[f"{stage}/intent_loss"] = intent_loss
             loss = loss + self.hparams.intent_weight * intent_loss
         values[f"{stage}/loss"] = loss
-        self.log_dict(values, prog_bar=stage == "val")
+        self.log_epoch(values, stage)
         if self.intent_confusion is not None:
             self._intent_confusion_figure(stage)
             self.intent_confusion[stage].reset()
@@ -164,20 +160,11 @@ class JointSlotIntentTagger(L.LightningModule):
                                  folder / f"{stage}_intent_confusion_matrix.png", self.logger,
                                  f"{stage}/intent_confusion_matrix", self.trainer.global_step)
 
-    def validation_step(self, batch, batch_index):
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self):
-        self._log_evaluation("val")
-
     def on_test_epoch_start(self):
         self.test_predictions = []
 
-    def test_step(self, batch, batch_index):
-        self._evaluate(batch, "test")
-
     def on_test_epoch_end(self):
-        self._log_evaluation("test")
+        super().on_test_epoch_end()
         self._write_test_predictions()
 
     def _write_test_predictions(self):
@@ -208,7 +195,6 @@ class JointSlotIntentTagger(L.LightningModule):
             "labels_unseen_in_training": {"slot_tags": self.slot_labels[slots:], "intents": self.intent_labels[intents:]},
         }
 
-    def configure_optimizers(self):
-        return build_optimizer(self.hparams.optimizer,
-                               embedding_groups(self, self.hparams.lr, self.hparams.embedding_lr),
-                               weight_decay=self.hparams.weight_decay)
+    def parameter_groups(self) -> list[dict]:
+        """The embedding at embedding_lr (null: lr), the rest at lr."""
+        return embedding_groups(self, self.hparams.lr, self.hparams.embedding_lr)
