@@ -174,7 +174,7 @@ def load_plugin(name: str) -> bool:
         if isinstance(loaded, type) and name not in _CELLS and getattr(loaded, "cell_name", None) not in _CELLS:
             register_cell(name)(loaded)
     except Exception as error:  # a broken plugin must not take the other cells down
-        _import_errors[name] = f"{type(error).__name__}: {error}"
+        _import_errors[name] = f"{type(error).__name__}: {' '.join(str(error).split())}"  # one line
         warnings.warn(f"rrn: the cell plugin {name!r} ({entry.distribution}) failed to load and is skipped: "
                       f"{_import_errors[name]}", RuntimeWarning, stacklevel=3)
         return False
