@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
+from helpers import QUICK
 from rrn_app.callbacks import Throughput, ValidationHistory, build_callbacks
 from rrn_app.divergence import DivergenceGuard
 from rrn_app.train import train
@@ -16,8 +17,7 @@ from rrn_app.option_checks import UserError
 
 DEFAULT = ["model_checkpoint", "early_stopping", "throughput", "divergence", "learning_rate_monitor",
            "rich_progress_bar"]
-TINY = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-        "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "threads=1", "cell.hidden_size=16"]
+TINY = [*QUICK, "cell.hidden_size=16"]
 
 
 def test_default_callbacks_follow_the_tasks_metric(compose_config):

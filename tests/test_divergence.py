@@ -10,14 +10,13 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import QUICK, run_cli
 from rrn_app.divergence import Diverged, DivergenceGuard
 from rrn_app.train import finite_or_null, metrics_table, write_results
 from rrn_app.option_checks import UserError
 
-TINY = ["task=sst", "cell=lstm", "threads=1", "logger=none", "cell.hidden_size=8", "task.data.train_on=sentences",
-        "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-        "trainer.max_epochs=2", "trainer.enable_progress_bar=false"]
+TINY = ["task=sst", "cell=lstm", "cell.hidden_size=8", "task.data.train_on=sentences", *QUICK,
+        "trainer.limit_train_batches=4", "trainer.max_epochs=2"]
 
 
 def strict_json(text: str):

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, located, run_cli, run_dir_of
+from helpers import QUICK, REPO, located, run_cli, run_dir_of
 from rrn_app.command_line import preflight
 from rrn_app.option_checks import UserError
 
-TINY = ["task=sst", "cell=lstm", "threads=1", "logger=csv", "cell.hidden_size=8", "task.data.train_on=sentences",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-        "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+TINY = ["task=sst", "cell=lstm", "cell.hidden_size=8", "task.data.train_on=sentences", *QUICK, "logger=csv"]
 
 
 def one_error_line(result, program: str = "rrn-train") -> str:

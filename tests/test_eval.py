@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_dir_of
+from helpers import QUICK, run_cli, run_dir_of
 from rrn_app.evaluate import leaf_keys, run_folder, unused_path
 
-TINY = ["task=sst", "cell=lstm", "threads=1", "cell.hidden_size=16", "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false", "logger=csv"]
+TINY = ["task=sst", "cell=lstm", "cell.hidden_size=16", *QUICK, "logger=csv"]
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import QUICK, run_cli
 from rrn_app.command_line import preflight
 from rrn_app.launchers import check_plugins, cores, parallel_jobs
 from rrn_app.option_checks import UserError
 
-# a tiny budget; `threads` is left out on purpose where a launcher chooses it
-TINY = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-        "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false"]
+# the quick run's budget; `threads` is left out on purpose where a launcher chooses it
+TINY = [override for override in QUICK if not override.startswith("threads=")]
 
 
 def sweep_results(sweep_dir: Path) -> list[dict]:

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_dir_of
+from helpers import QUICK, run_cli, run_dir_of
 from rrn_app.noise import LITLOGGER_TIP, NoLitLoggerTip, drop_wandb_anonymous
 from rrn_app.train import train
 
-TINY = ["threads=1", "cell.hidden_size=16", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
-MUSIC = ["task=music", "cell=gru", "task.model.sample_length=8", *TINY[:-2], "trainer.max_epochs=3",
-         "trainer.enable_progress_bar=false"]
+TINY = [*QUICK, "cell.hidden_size=16"]  # each test names its logger after it
+MUSIC = ["task=music", "cell=gru", "task.model.sample_length=8", *TINY, "trainer.max_epochs=3"]
 
 
 def record(message: str) -> logging.LogRecord:

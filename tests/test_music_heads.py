@@ -214,11 +214,9 @@ def test_bad_output_options_name_the_option(option, value, message):
 
 
 @pytest.mark.slow
-def test_output_nade_trains_on_the_embedded_jsb_and_rrn_generate_writes_midi_picture_and_audio(tmp_path):
+def test_output_nade_trains_on_the_embedded_jsb_and_rrn_generate_writes_midi_picture_and_audio(tmp_path, quick):
     result = run_cli("rrn-train", "task=music", "cell=gru", "cell.hidden_size=16", "task.model.output=nade",
-                     "task.model.nade_hidden=20", "threads=1", "logger=none", "trainer.max_epochs=1",
-                     "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-                     "trainer.enable_progress_bar=false", "task.model.sample_length=4",
+                     "task.model.nade_hidden=20", *quick, "task.model.sample_length=4",
                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=300)  # no data.root: the embedded JSB
     run_dir = run_dir_of(result)
     results = json.loads((run_dir / "results.json").read_text())

@@ -80,10 +80,8 @@ def test_each_paper_experiment_composes_on_the_command_line(experiment, tmp_path
 
 
 @pytest.mark.slow
-def test_a_paper_experiment_trains(data_root, tmp_path):
-    result = run_cli("rrn-train", "experiment=yue_fu_liang_atis", "cell=gres_rnn", "seed=1", "threads=1",
-                     "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-                     "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false",
+def test_a_paper_experiment_trains(data_root, tmp_path, quick):
+    result = run_cli("rrn-train", "experiment=yue_fu_liang_atis", "cell=gres_rnn", "seed=1", *quick,
                      f"data.root={data_root}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -204,12 +204,10 @@ def test_nanogpts_split_is_the_last_tenth_for_validation_and_no_test(data_root):
 
 
 @pytest.mark.slow
-def test_rrn_eval_protocol_nanogpt_on_a_run_with_nanogpts_split(data_root, tmp_path):
+def test_rrn_eval_protocol_nanogpt_on_a_run_with_nanogpts_split(data_root, tmp_path, quick):
     run = run_dir_of(run_cli(
-        "rrn-train", "task=char_lm", "cell=lstm", "threads=1", "cell.hidden_size=16", "cell.num_layers=1",
-        "task.data.split=[0.9,0.1,0.0]", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-        "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false", f"data.root={data_root}",
-        f"hydra.run.dir={tmp_path / 'run'}"))
+        "rrn-train", "task=char_lm", "cell=lstm", "cell.hidden_size=16", "cell.num_layers=1",
+        "task.data.split=[0.9,0.1,0.0]", *quick, f"data.root={data_root}", f"hydra.run.dir={tmp_path / 'run'}"))
     results = json.loads((run / "results.json").read_text())
     assert "val/loss" in results["metrics"] and not any(name.startswith("test/") for name in results["metrics"])
     best = results["best_checkpoint"]
@@ -232,14 +230,12 @@ def test_rrn_eval_protocol_nanogpt_on_a_run_with_nanogpts_split(data_root, tmp_p
 
 
 @pytest.mark.slow
-def test_rrn_eval_reads_an_sst_run_from_before_the_vocabulary_option(data_root, tmp_path):
+def test_rrn_eval_reads_an_sst_run_from_before_the_vocabulary_option(data_root, tmp_path, quick):
     """A run whose config has no task.data.vocabulary trained on the training words: its checkpoint's
     vocabulary is used, so rrn-eval reproduces its test numbers under today's default."""
     run = run_dir_of(run_cli(
-        "rrn-train", "task=sst", "cell=lstm", "threads=1", "cell.hidden_size=8", "task.data.train_on=sentences",
-        "task.data.vocabulary=train", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false",
-        f"data.root={data_root}", f"hydra.run.dir={tmp_path / 'run'}"))
+        "rrn-train", "task=sst", "cell=lstm", "cell.hidden_size=8", "task.data.train_on=sentences",
+        "task.data.vocabulary=train", *quick, f"data.root={data_root}", f"hydra.run.dir={tmp_path / 'run'}"))
     config = run / ".hydra" / "config.yaml"
     text = config.read_text()
     assert "vocabulary: train" in text

@@ -21,7 +21,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import run_cli, run_dir_of
+from helpers import QUICK, run_cli, run_dir_of
 
 TESTS = Path(__file__).resolve().parent
 
@@ -43,9 +43,8 @@ class KillAt(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-TINY = ["threads=1", "seed=3", "logger=none", "trainer.enable_progress_bar=false", "trainer.deterministic=true",
-        "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-        "cell=lstm", "cell.hidden_size=16"]
+TINY = [*QUICK, "seed=3", "trainer.deterministic=true", "trainer.limit_train_batches=6", "cell=lstm",
+        "cell.hidden_size=16"]  # TASKS set each task's epochs
 TASKS = {
     "sst": ["task=sst", "trainer.max_epochs=3", "task.data.batch_size=32"],
     "char_lm": ["task=char_lm", "trainer.max_epochs=3", "task.data.batch_size=8", "task.data.seq_length=20"],

@@ -16,13 +16,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from helpers import QUICK, run_cli
 from rrn_app.config import check_options, choices, config_dir
 from rrn_app.train import check_cell
 
 SEARCHES = choices("hparams_search")
-TINY = ["seed=1", "threads=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false"]
+TINY = ["seed=1", *QUICK]
 
 
 def compose_search(name: str, *overrides: str):

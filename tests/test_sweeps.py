@@ -16,13 +16,12 @@ import pytest
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from conftest import REPO, run_cli
+from helpers import QUICK, REPO, run_cli
 from rrn_app.command_line import job_override_lists, preflight
 from rrn_app.config import check_group_choices, choices, config_dir, job_folder_name
 from rrn_app.option_checks import UserError
 
-TINY = ["seed=1", "threads=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false"]
+TINY = ["seed=1", *QUICK]
 
 
 class RecordReturn(Callback):

@@ -12,14 +12,14 @@ from conftest import FULL_DATA, run_cli, run_dir_of
 from rrn_app.train import train
 from rrn_app.option_checks import UserError
 
-# a short run: sentences only, a few hundred steps, small model
-QUICK = ["trainer.max_epochs=2", "task.data.train_on=sentences", "task.data.batch_size=32", "cell.hidden_size=32",
+# a short run: sentences only, a few hundred steps, small model (longer than helpers.QUICK's two batches)
+SHORT = ["trainer.max_epochs=2", "task.data.train_on=sentences", "task.data.batch_size=32", "cell.hidden_size=32",
          "trainer.enable_progress_bar=false", "logger=none"]
 
 
 @pytest.mark.slow
 def test_short_real_run_beats_chance_and_writes_results(compose_config, data_root, tmp_path):
-    cfg = compose_config("task=sst", "cell=res_lstm", f"data.root={data_root}", *QUICK)
+    cfg = compose_config("task=sst", "cell=res_lstm", f"data.root={data_root}", *SHORT)
     run_dir = train(cfg)
     results = json.loads((run_dir / "results.json").read_text())
     metrics = results["metrics"]
@@ -37,7 +37,7 @@ def test_short_real_run_beats_chance_and_writes_results(compose_config, data_roo
 
 @pytest.mark.slow
 def test_resume_from_checkpoint_keeps_earlier_results(compose_config, data_root, tmp_path):
-    first = train(compose_config(f"data.root={data_root}", *QUICK, "trainer.max_epochs=1"))
+    first = train(compose_config(f"data.root={data_root}", *SHORT, "trainer.max_epochs=1"))
     last = first / "checkpoints" / "last.ckpt"
     import torch
 
@@ -45,7 +45,7 @@ def test_resume_from_checkpoint_keeps_earlier_results(compose_config, data_root,
     vocabulary = saved["SSTDataModule"]["vocabulary"]  # checkpoints carry the vocabulary
     assert vocabulary[:2] == ["<pad>", "<unk>"] and len(vocabulary) > 10000
     earlier = (first / "results.json").read_text()
-    resumed = train(compose_config(f"data.root={data_root}", *QUICK, "trainer.max_epochs=2", f"ckpt_path={last}"))
+    resumed = train(compose_config(f"data.root={data_root}", *SHORT, "trainer.max_epochs=2", f"ckpt_path={last}"))
     results = json.loads((resumed / "results.json").read_text())
     assert results["epochs"] == 2
     assert (first / "results-1.json").read_text() == earlier  # the same run dir: the old results are kept
@@ -61,7 +61,7 @@ def test_resume_from_checkpoint_keeps_earlier_results(compose_config, data_root,
 def test_bad_values_fail_before_training_with_the_key(compose_config, data_root, override, key):
     cell = ["cell=res_lstm"] if "keep_prob" in override else []
     with pytest.raises(UserError) as error:
-        train(compose_config(f"data.root={data_root}", *cell, *QUICK, override))
+        train(compose_config(f"data.root={data_root}", *cell, *SHORT, override))
     assert key in str(error.value)
 
 
@@ -79,7 +79,7 @@ def test_bf16_on_a_cpu_without_it_is_a_clear_error(compose_config, tmp_path, mon
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     with pytest.raises(UserError, match="bf16-mixed on CPU .* lacks bfloat16 support"):
-        train(compose_config(f"data.root={tmp_path / 'nowhere'}", *QUICK, "trainer.precision=bf16-mixed",
+        train(compose_config(f"data.root={tmp_path / 'nowhere'}", *SHORT, "trainer.precision=bf16-mixed",
                              "trainer.accelerator=cpu"))
 
 
@@ -101,7 +101,7 @@ def test_unknown_names_from_the_command_line(argument, expected):
 @pytest.mark.slow
 def test_command_line_run_with_wandb_offline(data_root, tmp_path):
     """The real command: W&B offline without a key (no prompt, no hang), run dir as the last line."""
-    result = run_cli("rrn-train", "task=sst", "cell=lstm", f"data.root={data_root}", *QUICK[:-1], "logger=wandb",
+    result = run_cli("rrn-train", "task=sst", "cell=lstm", f"data.root={data_root}", *SHORT, "logger=wandb",
                      "trainer.max_epochs=1", "trainer.limit_train_batches=20", cwd=tmp_path,
                      env={"WANDB_MODE": "", "WANDB_API_KEY": ""}, timeout=300)
     run_dir = run_dir_of(result)
@@ -117,7 +117,7 @@ def test_command_line_run_with_wandb_offline(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp(data_root, tmp_path):
-    result = run_cli("rrn-train", "task=sst", "cell=res_lstm", "cell.keep_prob=0.75", f"data.root={data_root}", *QUICK,
+    result = run_cli("rrn-train", "task=sst", "cell=res_lstm", "cell.keep_prob=0.75", f"data.root={data_root}", *SHORT,
                      "trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.accelerator=cpu",
                      "trainer.devices=2", "trainer.strategy=ddp", cwd=tmp_path, timeout=400)
     run_dir = run_dir_of(result)
