@@ -24,6 +24,7 @@ def test_a_tiny_run_reports_both_rates_their_ratio_and_where_the_time_goes(tmp_p
     assert len(row["rates"]["rrn-train"]) == len(row["rates"]["bare"]) == 2  # one of each per round
     assert row["rrn_train_batches_per_s"] > 0 and row["bare_batches_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["rrn_train_batches_per_s"] / row["bare_batches_per_s"])
+    assert row["cpu_ratio"] > 0 and len(row["round_cpu_ratios"]) == 2  # the same in CPU time
     parts = row["breakdown_ms"]["parts"]  # the callbacks rrn-train runs every batch, and the task's own calls
     assert {"callback RichProgressBar", "callback DivergenceGuard", "task: self.log"} <= set(parts)
     table = (tmp_path / "train_loop.md").read_text()

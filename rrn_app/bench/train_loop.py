@@ -17,8 +17,10 @@ machine's load hits both alike), after `warmup` untimed batches each:
   optimizer's `step` (the task's `configure_optimizers`), over the same data module's training loader.
 
 Both clocks run from the end of the last warm-up batch to the end of the last batch: loading counts on both
-sides. Reported: batches/s of each (median over rounds), their ratio (rrn-train / bare; 1.0 is free), and
-where rrn-train's extra milliseconds per batch go, from one more rrn-train run with a clock around each
+sides. Reported: batches/s of each (median over rounds), their ratio (rrn-train / bare; 1.0 is free) in wall
+time and in the process's CPU time (all its threads, so a progress bar's drawing thread counts; on a machine
+that other processes keep busy, wall time swings with their load and CPU time much less), and where
+rrn-train's extra CPU milliseconds per batch go, from one more rrn-train run with a clock around each
 per-batch callback hook, the task's `self.log` calls and its torchmetrics updates (the rest is Lightning's
 own loop). One torch thread unless threads= says otherwise.
 
@@ -131,10 +133,15 @@ def compose(task: str, cell: str, overrides: list[str], run_dir: Path):
 
     from rrn_app.config import config_dir, register_plugin_cells
 
+    from hydra.errors import HydraException
+
     register_plugin_cells()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=[f"task={task}", f"cell={cell}", "logger=none",
-                                                              f"run_dir={run_dir}", *overrides])
+        try:
+            return hydra_compose(config_name="config", overrides=[f"task={task}", f"cell={cell}", "logger=none",
+                                                                  f"run_dir={run_dir}", *overrides])
+        except HydraException as error:  # an override rrn-train would refuse: its reason, in one line
+            raise UserError(" ".join(str(error).split())) from None
 
 
 def build_parts(cfg):
@@ -171,14 +178,28 @@ class Finished(Exception):
     """Raised by `BatchClock` after the last timed batch: ends trainer.fit before the epoch's end."""
 
 
+def now() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all its threads): a clock reading."""
+    return time.perf_counter(), time.process_time()
+
+
+def rates(ends: list[tuple[float, float]], warmup: int, batches: int) -> dict[str, float]:
+    """{"wall": batches/s, "cpu": batches per CPU second} from the end of batch `warmup` - 1 to the last."""
+    if len(ends) < warmup + batches:
+        raise UserError(f"task.data's training loader has only {len(ends)} batches; ask for fewer "
+                        f"(warmup + batches <= {len(ends)})")
+    return {"wall": batches / (ends[-1][0] - ends[warmup - 1][0]),
+            "cpu": batches / (ends[-1][1] - ends[warmup - 1][1])}
+
+
 class BatchClock(L.Callback):
-    """Notes the time at the end of every training batch; after `total` batches it ends the fit (`Finished`)."""
+    """Notes the clocks at the end of every training batch; after `total` batches it ends the fit (`Finished`)."""
 
     def __init__(self, total: int):
         self.total, self.ends = total, []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index) -> None:
-        self.ends.append(time.perf_counter())
+        self.ends.append(now())
         if len(self.ends) >= self.total:
             raise Finished
 
@@ -204,8 +225,9 @@ def make_trainer(cfg, run_dir: Path, total: int, clock: L.Callback):
                      plugins=[AtomicCheckpointIO()])
 
 
-def lightning_rate(cfg, model, datamodule, run_dir: Path, warmup: int, batches: int, wrap=None) -> float:
-    """Training batches/s of rrn-train's trainer.fit over `batches` batches after `warmup`."""
+def lightning_rate(cfg, model, datamodule, run_dir: Path, warmup: int, batches: int, wrap=None) -> dict:
+    """Training batches per second (wall and CPU: `rates`) of rrn-train's trainer.fit over `batches` batches
+    after `warmup`."""
     clock = BatchClock(warmup + batches)
     trainer = make_trainer(cfg, run_dir, warmup + batches, clock)
     with wrap(trainer, model) if wrap else contextlib.nullcontext():
@@ -213,10 +235,7 @@ def lightning_rate(cfg, model, datamodule, run_dir: Path, warmup: int, batches: 
             trainer.fit(model, datamodule=datamodule)
         except Finished:
             pass
-    if len(clock.ends) < warmup + batches:
-        raise UserError(f"task.data's training loader has only {len(clock.ends)} batches; ask for fewer "
-                        f"(warmup + batches <= {len(clock.ends)})")
-    return batches / (clock.ends[-1] - clock.ends[warmup - 1])
+    return rates(clock.ends, warmup, batches)
 
 
 @contextlib.contextmanager
@@ -241,8 +260,9 @@ def metrics_and_log_off(model):
                     setattr(metric, name, value)
 
 
-def bare_rate(cfg, model, datamodule, optimizer, schedulers, warmup: int, batches: int) -> float:
-    """Training batches/s of the bare loop over the same loader: zero_grad, training_step, backward, clip, step."""
+def bare_rate(cfg, model, datamodule, optimizer, schedulers, warmup: int, batches: int) -> dict:
+    """Training batches per second (wall and CPU) of the bare loop over the same loader: zero_grad,
+    training_step, backward, clip, step."""
     clip = cfg.trainer.get("gradient_clip_val")
     by_value = cfg.trainer.get("gradient_clip_algorithm") == "value"
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -264,31 +284,29 @@ def bare_rate(cfg, model, datamodule, optimizer, schedulers, warmup: int, batche
             optimizer.step()
             for scheduler in schedulers:
                 scheduler.step()
-            ends.append(time.perf_counter())
+            ends.append(now())
             if len(ends) == warmup + batches:
                 break
-    if len(ends) < warmup + batches:
-        raise UserError(f"task.data's training loader has only {len(ends)} batches; ask for fewer "
-                        f"(warmup + batches <= {len(ends)})")
-    return batches / (ends[-1] - ends[warmup - 1])
+    return rates(ends, warmup, batches)
 
 
 # --- where the milliseconds go ----------------------------------------------------------------------------------
 
 
 class Stopwatches:
-    """Seconds spent in wrapped callables, by label."""
+    """CPU seconds of the calling thread spent in wrapped callables, by label (CPU time: what the call costs,
+    not what other processes on a busy machine took meanwhile)."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
 
     def wrap(self, label: str, function):
         def timed(*args, **kwargs):
-            started = time.perf_counter()
+            started = time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
-                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - started
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.thread_time() - started
         return timed
 
 
@@ -323,9 +341,9 @@ def stopwatches_on(watches: Stopwatches, trainer, model):
 
 
 def breakdown(cfg, model, datamodule, run_dir: Path, warmup: int, batches: int) -> dict:
-    """{"ms_per_batch": that run's, "parts": {label: ms per batch}}: the milliseconds per batch in each
-    per-batch callback, the task's self.log and its metric updates, from one more rrn-train run with a clock
-    around each (warm-up batches excluded)."""
+    """{"ms_per_batch": that run's CPU ms per batch, "parts": {label: CPU ms per batch}}: the CPU milliseconds
+    per batch in each per-batch callback, the task's self.log and its metric updates, from one more rrn-train
+    run with a clock around each (warm-up batches excluded)."""
     watches = Stopwatches()
 
     class Restart(L.Callback):  # the clocks start from zero after the warm-up batches
@@ -339,7 +357,7 @@ def breakdown(cfg, model, datamodule, run_dir: Path, warmup: int, batches: int) 
 
     rate = lightning_rate(cfg, model, datamodule, run_dir, warmup, batches, wrap=wrap)
     parts = {label: 1000 * seconds / batches for label, seconds in sorted(watches.seconds.items())}
-    return {"ms_per_batch": 1000 / rate, "parts": parts}
+    return {"ms_per_batch": 1000 / rate["cpu"], "parts": parts}
 
 
 # --- one task and cell -------------------------------------------------------------------------------------------
@@ -352,23 +370,27 @@ def measure(task: str, cell: str, settings: Settings, log=print) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = build_parts(cfg)
     optimizer, schedulers = first_optimizer(model.configure_optimizers())
-    rates = {"rrn-train": [], "bare": []}
+    found = {"rrn-train": [], "bare": []}
     for number in range(settings.rounds):
         order = ("rrn-train", "bare") if number % 2 == 0 else ("bare", "rrn-train")
         for side in order:
             if side == "bare":
-                rates[side].append(bare_rate(cfg, model, datamodule, optimizer, schedulers, settings.warmup,
+                found[side].append(bare_rate(cfg, model, datamodule, optimizer, schedulers, settings.warmup,
                                              settings.batches))
             else:
-                rates[side].append(lightning_rate(cfg, model, datamodule, run_dir, settings.warmup,
+                found[side].append(lightning_rate(cfg, model, datamodule, run_dir, settings.warmup,
                                                   settings.batches))
-    medians = {side: statistics.median(values) for side, values in rates.items()}
+    median = {(side, clock): statistics.median(r[clock] for r in values)
+              for side, values in found.items() for clock in ("wall", "cpu")}
     row = {"task": task, "cell": cell, "batch_size": getattr(datamodule, "batch_size", None),
-           "rrn_train_batches_per_s": medians["rrn-train"], "bare_batches_per_s": medians["bare"],
-           "ratio": medians["rrn-train"] / medians["bare"],
-           "round_ratios": [a / b for a, b in zip(rates["rrn-train"], rates["bare"])],
-           "extra_ms_per_batch": 1000 / medians["rrn-train"] - 1000 / medians["bare"],
-           "rates": rates}
+           "rrn_train_batches_per_s": median["rrn-train", "wall"], "bare_batches_per_s": median["bare", "wall"],
+           "ratio": median["rrn-train", "wall"] / median["bare", "wall"],
+           "cpu_ratio": median["rrn-train", "cpu"] / median["bare", "cpu"],
+           "round_ratios": [a["wall"] / b["wall"] for a, b in zip(found["rrn-train"], found["bare"])],
+           "round_cpu_ratios": [a["cpu"] / b["cpu"] for a, b in zip(found["rrn-train"], found["bare"])],
+           "bare_cpu_ms_per_batch": 1000 / median["bare", "cpu"],
+           "extra_cpu_ms_per_batch": 1000 / median["rrn-train", "cpu"] - 1000 / median["bare", "cpu"],
+           "rates": found}
     if settings.breakdown:
         row["breakdown_ms"] = breakdown(cfg, model, datamodule, run_dir, settings.warmup, settings.batches)
     return row
@@ -396,7 +418,9 @@ def run(settings: Settings, log=print) -> dict:
 
 # --- tables ------------------------------------------------------------------------------------------------------
 
-HEADERS = ["task", "cell", "rrn-train b/s", "bare b/s", "ratio", "min..max ratio", "extra ms/b", "where (ms/b)"]
+HEADERS = ["task", "cell", "rrn-train b/s", "bare b/s", "ratio", "CPU ratio", "CPU min..max", "bare CPU ms/b",
+           "extra CPU ms/b", "where (CPU ms/b)"]
+TEXT_COLUMNS = (0, 1, 9)
 
 
 def where(row: dict) -> str:
@@ -406,23 +430,23 @@ def where(row: dict) -> str:
     if found is None:
         return ""
     named = {label.replace("callback ", ""): ms for label, ms in found["parts"].items()}
-    rest = found["ms_per_batch"] - 1000 / row["bare_batches_per_s"] - sum(named.values())
+    rest = found["ms_per_batch"] - row["bare_cpu_ms_per_batch"] - sum(named.values())
     shown = [f"{label} {ms:.2f}" for label, ms in sorted(named.items(), key=lambda item: -item[1]) if ms >= 0.005]
     return ", ".join(shown + [f"rest (Lightning's loop) {rest:.2f}"])
 
 
 def row_cells(row: dict) -> list[str]:
-    ratios = row["round_ratios"]
+    ratios = row["round_cpu_ratios"]
     return [row["task"], row["cell"], f"{row['rrn_train_batches_per_s']:.1f}", f"{row['bare_batches_per_s']:.1f}",
-            f"{row['ratio']:.3f}", f"{min(ratios):.2f}..{max(ratios):.2f}", f"{row['extra_ms_per_batch']:.2f}",
-            where(row)]
+            f"{row['ratio']:.3f}", f"{row['cpu_ratio']:.3f}", f"{min(ratios):.2f}..{max(ratios):.2f}",
+            f"{row['bare_cpu_ms_per_batch']:.2f}", f"{row['extra_cpu_ms_per_batch']:.2f}", where(row)]
 
 
 def format_rows(rows: list[dict], header: bool = True) -> str:
     lines = [HEADERS] if header else []
     lines += [row_cells(row) for row in rows]
     widths = [max(len(name), 8) for name in HEADERS]
-    return "\n".join("  ".join(cell.ljust(w) if i in (0, 1, 7) else cell.rjust(w)
+    return "\n".join("  ".join(cell.ljust(w) if i in TEXT_COLUMNS else cell.rjust(w)
                                for i, (cell, w) in enumerate(zip(cells, widths))).rstrip() for cells in lines)
 
 
@@ -434,8 +458,10 @@ def markdown(report: dict) -> str:
              f"{', '.join(f'{v:.2f}' for v in load)}, at the end "
              f"{', '.join(f'{v:.2f}' for v in report['finished']['loadavg'])}. Training batches per second, median "
              f"of {report['rounds']} interleaved rounds of {report['batches']} batches after {report['warmup']} "
-             "warm-up batches; ratio: rrn-train / bare loop.", "",
-             "| " + " | ".join(HEADERS) + " |", "| --- | --- |" + " ---: |" * 5 + " --- |"]
+             "warm-up batches; ratio: rrn-train / bare loop in wall time, CPU ratio: the same in CPU time of the "
+             "process (on a busy machine the steadier of the two); where: CPU ms per batch in each per-batch "
+             "callback and the task's own calls, from one more run.", "",
+             "| " + " | ".join(HEADERS) + " |", "| --- | --- |" + " ---: |" * 7 + " --- |"]
     lines += ["| " + " | ".join(row_cells(row)) + " |" for row in report["rows"]]
     return "\n".join(lines) + "\n"
 
