@@ -102,8 +102,8 @@ def _setting() -> str:
     if setting in ("require", "triton"):
         return setting
     raise UserError(f"{ENV}={raw!r} is not a setting: 1 (the C++ loop, the default), require (the C++ loop, and "
-                    "an error where it cannot be built), 0 (the same algorithm in pure PyTorch), step (the "
-                    "step-by-step autograd loop) or triton (the Triton kernels wherever they apply)")
+                    "an error where it cannot be built), 0 (the same algorithm in pure PyTorch), triton (the "
+                    "Triton kernels wherever they apply) or step (the step-by-step autograd loop)")
 
 
 def _required() -> bool:
