@@ -229,6 +229,26 @@ def test_published_rows_follow_the_dataset_of_the_groups(dataset_key):
 
 
 
+def test_a_key_added_later_does_not_split_runs_that_computed_the_same(tmp_path):
+    """A music run made before task.model.output / skip_first_frame existed (and with the old task.data.dataset
+    key) groups with a new run that has the values it implied; a new run with another value is its own group."""
+    def music(seed, **model):
+        config = make_config(seed, cell__name="gru")
+        config["task"] = {"name": "music", "monitor": "val/nll", "monitor_mode": "min", "model": {"lr": 1e-3, **model},
+                          "data": {"seed": seed}}
+        return config
+
+    old = music(1)
+    old["task"]["data"]["dataset"] = "nottingham"
+    new = music(2, output="independent", skip_first_frame=False)
+    new["task"]["dataset"] = "nottingham"
+    other = music(3, output="independent", skip_first_frame=True)
+    other["task"]["dataset"] = "nottingham"
+    for name, config in (("old", old), ("new", new), ("other", other)):
+        write_run(tmp_path / name, config, {"test/nll": 3.0, "val/nll": 3.0})
+    groups = group_runs(collect_runs([tmp_path]))
+    assert sorted(sorted(run.path.name for run in group.runs) for group in groups) == [["new", "old"], ["other"]]
+
 def test_music_published_rows_are_compared_only_with_their_own_kind_of_output(tmp_path):
     """Chung et al.'s independent-output numbers sit beside independent-output groups (and music runs made before
     task.model.output existed), Boulanger-Lewandowski's RNN-NADE beside nade groups; a mixed report labels each

@@ -27,6 +27,22 @@ RUN_LOCAL_KEYS = ("run_dir", "data.root", "data.cache_dir", "ckpt_path", "thread
 RUN_LOCAL_LEAVES = ("seed", "root", "cache_dir", "num_workers")
 FINISHED = "finished"
 
+# Settings added to rrn after some kept runs were made, with the value that is what those runs did: a run whose
+# config lacks one is grouped as if it had that value, so a new key alone never splits runs that computed the
+# same thing. (task.name, key) -> value; task None for every task.
+ADDED_LATER = {
+    ("music", "task.model.output"): "independent",      # the only output before task.model.output=nade
+    ("music", "task.model.nade_hidden"): 150,           # unused by the independent output
+    ("music", "task.model.skip_first_frame"): False,    # every frame was scored before the option
+    ("sst", "task.data.vocabulary"): "train",           # training words only, before vocabulary=vectors
+    ("sst", "task.data.train_on"): "phrases",           # the distinct labelled phrases, before train_on
+    (None, "trust_checkpoint"): False,                  # loading checkpoints only (not training)
+    (None, "callbacks.divergence._target_"): "rrn_app.divergence.DivergenceGuard",  # the guard only stops a
+    (None, "callbacks.divergence.patience"): 0,          # run that diverged: a finished run never met it
+}
+# Keys that moved: old dotted name -> new one.
+RENAMED = {"task.data.dataset": "task.dataset"}
+
 
 @dataclass
 class Run:
@@ -112,7 +128,13 @@ def settings_of(config: dict) -> dict[str, object]:
             if isinstance(value, str) and (value.startswith(base) or value == base.rstrip("/")):
                 value = name + value[len(base):]
                 break
-        settings[key] = value
+        settings[RENAMED.get(key, key)] = value
+    task = settings.get("task.name")
+    for (for_task, key), value in ADDED_LATER.items():
+        # the divergence guard joined the default callbacks: fill it only where the run had the default group
+        had_callbacks = any(name.startswith("callbacks.model_checkpoint") for name in settings)
+        if for_task in (None, task) and (not key.startswith("callbacks.") or had_callbacks):
+            settings.setdefault(key, value)
     return settings
 
 
