@@ -11,7 +11,7 @@ import pytest
 import torch
 from seqeval.metrics import f1_score, precision_score, recall_score
 
-from conftest import FULL_DATA
+from helpers import FULL_DATA
 from rrn_app.data.atis import ATISDataModule, label_list, pad_tagged_batch
 from rrn_app.tasks.conll import SlotIntentScores, chunk_counts, chunks, precision_recall_f1
 from rrn_app.tasks.tagger import JointSlotIntentTagger, write_conll

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from rrn_app import bench
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import located
+from helpers import located
 from rrn_app.cells import BUILT_IN, all_cell_infos
 from rrn_app.data.char_lm import CharLMDataModule, StreamWindows, read_ptb_char
 from rrn_app.tasks.language_model import CharLanguageModel, detach_state

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_cli
+from helpers import run_cli
 from rrn_app import option_checks
 from rrn_app.cells import registry
 from rrn_app.cells.cli import main as rrn_cells

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FULL_DATA, REPO
+from helpers import FULL_DATA, REPO
 from rrn_app.data import locate
 from rrn_app.data.catalog import DATASETS, EMBEDDED_DIR, embedded_path
 from rrn_app.data.sst import normalise

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli, run_dir_of
+from helpers import run_cli, run_dir_of
 from rrn_app.generate import generate
 from rrn_app.option_checks import UserError
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import FULL_DATA
+from helpers import FULL_DATA
 from rrn_app.data.imdb import IMDBDataModule, tokenize, truncate, validation_indices
 from rrn_app.tasks.pooling import pool
 from rrn_app.train import train

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FULL_DATA, BatchRecorder, located, run_cli, run_dir_of, run_epochs
+from helpers import FULL_DATA, BatchRecorder, located, run_cli, run_dir_of, run_epochs
 from rrn_app import music_io
 from rrn_app.data.music import KEYS, MusicDataModule, PieceWindows, WindowSampler, collate, load_pieces, piano_roll
 from rrn_app.tasks.music import FrameMetrics, MusicModel, frame_nll, parse_prime

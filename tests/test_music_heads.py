@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import run_cli, run_dir_of
+from helpers import run_cli, run_dir_of
 from rrn_app.data.music import KEYS, PieceWindows, WindowSampler, collate
 from rrn_app.tasks.heads import IndependentHead, NADEHead, build_head
 from rrn_app.tasks.music import FrameMetrics, MusicModel

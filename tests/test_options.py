@@ -14,12 +14,11 @@ from typing import Literal, Optional
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, run_cli
+from helpers import REPO, make_plugin, run_cli
 from rrn_app.cells.cli import main as rrn_cells
 from rrn_app.command_line import remove_unused_run_dir
 from rrn_app.config import check_options, choices
 from rrn_app.option_checks import InvalidOption, UserError, check_annotated_options, describe_type, fits
-from helpers import make_plugin
 
 # --- what an annotation allows ----------------------------------------------------------------------------------
 

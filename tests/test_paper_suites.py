@@ -11,7 +11,7 @@ import shlex
 
 import pytest
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 from rrn_app.command_line import job_override_lists, preflight
 from rrn_app.report.cli import parse as parse_report_arguments
 from rrn_app.train import check_cell, check_precision

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import located, run_cli, run_dir_of
+from helpers import located, run_cli, run_dir_of
 from rrn_app.data.sst import SPLITS, SSTDataModule, read_examples
 from rrn_app.data.sst_trees import parse_tree
 from rrn_app.data.vector_vocabulary import build_vocabulary, unknown_rate, words_with_vectors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def _run(folder, seed, status="finished", root="/data/full"):

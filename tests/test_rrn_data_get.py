@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from conftest import FIXTURES, FULL_DATA, NEEDS_FULL_DATA, run_cli
+from helpers import FIXTURES, FULL_DATA, NEEDS_FULL_DATA, run_cli
 from rrn_app import safe_pickle
 from rrn_app.data import cli, download, prepare
 from rrn_app.data.catalog import embedded_path, get_dataset

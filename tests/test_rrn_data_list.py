@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FULL_DATA, run_cli
+from helpers import FULL_DATA, run_cli
 from rrn_app.data.catalog import DATASETS
 from rrn_app.data.cli import checksum_state, count
 

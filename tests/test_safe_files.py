@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from rrn_app import safe_pickle
 from rrn_app.data.music import load_pieces
 from rrn_app.option_checks import UserError

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import BatchRecorder, located, run_epochs
+from helpers import BatchRecorder, located, run_epochs
 from rrn_app.data.batching import BucketBatchSampler
 from rrn_app.data.sst import SSTDataModule
 from rrn_app.data.sst_trees import MalformedTreeError, parse_tree

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FULL_DATA, run_cli, run_dir_of
+from helpers import FULL_DATA, run_cli, run_dir_of
 from rrn_app.train import train
 from rrn_app.option_checks import UserError
 
