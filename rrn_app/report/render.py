@@ -7,6 +7,7 @@ Our groups come first in each task's table, best mean per metric in bold; publis
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from rrn_app.report import format as fmt
@@ -128,8 +129,8 @@ def terminal(reports: list[TaskReport], failed: list[Run], console=None) -> None
 
     if console is None:
         console = Console()
-        if not console.is_terminal:
-            console = Console(width=180)  # piped into a file or a log: wide lines, no folding
+        if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+            console = Console(width=180)  # piped into a file or a log: wide lines, no folding (COLUMNS= wins)
     for report in reports:
         table = Table(title=f"{report.task}: {len(report.rows)} groups, {report.runs} runs ({_baseline_text(report)})",
                       title_justify="left", show_lines=False)
