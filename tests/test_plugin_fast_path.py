@@ -133,3 +133,15 @@ def test_a_copy_of_a_compiled_layer_leaves_the_compiled_step_behind(monkeypatch)
     layer(torch.randn(2, 3, 5))
     assert "_compiled" in layer.__dict__
     assert "_compiled" not in copy.deepcopy(layer).__dict__
+
+
+@pytest.mark.slow  # dynamo traces the step for each of the kit's shapes and dtypes
+def test_the_minGRU_plugin_on_the_compiled_path_keeps_the_cell_contract(monkeypatch):
+    """rrn's contract kit (padding, state, gradients, dropout, state_dict...) through dynamo's compiled step; the
+    eager backend keeps the kit's many shapes and dtypes quick to compile."""
+    from rrn_app.testing import check_cell
+
+    monkeypatch.setenv(recurrence.COMPILE_VARIABLE, "eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        check_cell(MinGRU)
