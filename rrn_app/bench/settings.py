@@ -61,8 +61,10 @@ Options:
                          direction, beside that shape's nn.LSTM; one not installed is a note (pip install "rrn[peers]")
 
 The path column says what runs each model: cpp / python / step (and +oneDNN) for the fast path, python/autograd
-for a step-wise Recurrence, oneDNN / aten / cuDNN for torch.nn's recurrent kernels, `unknown` for a cell made of
-none of these (a plugin's own kernel, say).
+for a step-wise Recurrence (compiled where its recurrent_step is compiled), oneDNN / aten / cuDNN for torch.nn's
+recurrent kernels, sru/cpu and log-scan for the peers, `unknown` for a cell made of none of these (a plugin's own
+kernel, say). The `of GEMM` column: the row's matrix-product FLOP rate over the machine's rate for one
+[batch, hidden] x [hidden, hidden] product, measured in the same run (rrn_app/bench/gemm.py has the convention).
 
 A warning is printed when the numbers are unreliable: a spread (IQR/median) above 10%, or other processes using
 more CPU than the cores the benchmark leaves free (measured from /proc/stat during each configuration; where
