@@ -235,6 +235,27 @@ def test_calls_the_kernels_do_not_cover_run_on_the_aten_loop(case, kernels):
     assert kernels.calls == {"forward": 0, "backward": 0}
 
 
+def test_rrn_fast_cells_triton_forces_the_kernels(monkeypatch):
+    monkeypatch.setattr(backends, "_backend", None)
+    monkeypatch.setattr(backends, "_forced", None)
+    monkeypatch.setenv(backends.ENV, "triton")
+    assert backends.backend() == "triton"
+
+
+def test_forcing_the_kernels_where_triton_does_not_import_is_one_clear_error(monkeypatch):
+    from rrn_app.option_checks import UserError
+
+    monkeypatch.setattr(backends, "_triton", "ModuleNotFoundError: No module named 'triton'")
+    assert not backends.backend_available("triton")
+    with pytest.raises(UserError, match=r"need triton, which does not import here .*pip install 'rrn\[triton\]'"):
+        backends.use_backend("triton")
+    monkeypatch.setattr(backends, "_backend", None)
+    monkeypatch.setattr(backends, "_forced", None)
+    monkeypatch.setenv(backends.ENV, "triton")
+    with pytest.raises(UserError, match=r"pip install 'rrn\[triton\]', or unset RRN_FAST_CELLS=triton"):
+        backends.backend()
+
+
 def test_cpu_tensors_stay_on_their_backend_without_the_interpreter():
     """Not forced, a CPU call keeps the process's backend (the Triton kernels are for CUDA tensors)."""
     layer = make_layer("res_rnn")
