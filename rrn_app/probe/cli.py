@@ -243,6 +243,7 @@ def probe_model(model, batches: list, align: str = "start", jacobian_sequences: 
         "min_positions": min_positions,
         "loss": float(np.mean(losses)),
         "replay_max_difference": difference,
+        "replay_output_max_abs": replay.checked_scale,
         "gradient": {"steps": steps, "log10_norm": _finite(log_norms.tolist()), "positions": counts},
         "state_norm": {"steps": steps, "mean": _finite(state_means.tolist())},
         "jacobian": jacobians,

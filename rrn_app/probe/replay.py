@@ -218,13 +218,15 @@ class Replay(nn.Module):
 
     @torch.no_grad()
     def check(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> float:
-        """The largest absolute difference between this replay's outputs and the cell's own forward on x."""
+        """The largest absolute difference between this replay's outputs and the cell's own forward on x (float32
+        rounding grows with the outputs: `checked_scale` keeps their largest magnitude)."""
         keep, self.keep = self.keep, False
         try:
             ours, _ = self(x, lengths)
         finally:
             self.keep = keep
         theirs, _ = self.cell(x, lengths)
+        self.checked_scale = float(theirs.abs().max()) if theirs.numel() else 0.0  # the outputs' largest magnitude
         return float((ours - theirs).abs().max()) if ours.numel() else 0.0
 
 
