@@ -5,6 +5,8 @@ Fixtures stay in conftest.py (which re-exports these names, so `from conftest im
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -31,6 +33,23 @@ def run_cli(*arguments: str, env: dict | None = None, cwd: Path | None = None, t
     command = [str(executable) if executable.exists() else arguments[0], *arguments[1:]]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+def run_main(main, program: str, *arguments) -> subprocess.CompletedProcess:
+    """A console script's `main()` run in this process as `program arguments...` (sys.argv set for it): its exit
+    status, standard output and standard error, as run_cli gives them, without starting another Python."""
+    out, err, saved = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = [program, *map(str, arguments)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                status = 0
+            except SystemExit as exit_:
+                status = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        sys.argv = saved
+    return subprocess.CompletedProcess([program, *map(str, arguments)], status, out.getvalue(), err.getvalue())
 
 
 def run_dir_of(result) -> Path:

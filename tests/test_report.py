@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from helpers import QUICK, run_cli
+from helpers import QUICK, run_cli, run_main
 from rrn_app.report.collect import collect_runs, differing_keys, group_runs
 from rrn_app.report.published import PUBLISHED
 from rrn_app.report.render import write_all
@@ -190,11 +190,14 @@ def test_outputs_show_published_rows_beside_ours_never_averaged(two_cells):
 
 
 def rrn_report(*arguments):
-    return run_cli("rrn-report", *map(str, arguments), timeout=120)
+    """rrn-report's main in this process (what its console script runs; the test below runs the script)."""
+    from rrn_app.report.cli import main
+
+    return run_main(main, "rrn-report", *arguments)
 
 
 def test_console_script_prints_the_table_and_writes_the_report(two_cells, tmp_path):
-    done = rrn_report(two_cells, "baseline=cell=lstm", "metrics=test/acc,val/acc", f"out={tmp_path / 'o'}")
+    done = run_cli("rrn-report", two_cells, "baseline=cell=lstm", "metrics=test/acc,val/acc", f"out={tmp_path / 'o'}")
     assert done.returncode == 0, done.stderr
     assert "res_lstm" in done.stdout and "published [1]" in done.stdout and "p=" in done.stdout
     assert (tmp_path / "o" / "report.md").is_file()
