@@ -141,6 +141,22 @@ def process_group_backend(trainer_config) -> str:
     return "nccl" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "gloo"
 
 
+def check_process_count(trainer_config, environment) -> None:
+    """`trainer.num_nodes` x `trainer.devices` must be the number of processes the launcher started (else the
+    process group would wait for ranks that never come, or Lightning would refuse later): a UserError if not."""
+    from rrn_app.option_checks import UserError
+
+    nodes, devices = trainer_config.get("num_nodes", 1), trainer_config.get("devices", 1)
+    if not isinstance(nodes, int) or not isinstance(devices, int) or isinstance(devices, bool):
+        return  # devices=auto or a list: Lightning checks it against the launcher
+    started = environment.world_size()
+    if nodes * devices != started:
+        launcher = type(environment).__name__.replace("Environment", "")
+        raise UserError(f"trainer.num_nodes={nodes} x trainer.devices={devices} = {nodes * devices} processes, but "
+                        f"the launcher ({launcher}) started {started}: make them equal (torchrun: --nnodes and "
+                        "--nproc_per_node; SLURM: --nodes and --ntasks-per-node).")
+
+
 def join_process_group(trainer_config):
     """Under an outside launcher (`outside_launcher`): start torch.distributed's process group now, as Lightning's
     DDP would (its set-up finds it started and uses it), so the ranks can agree on one run folder before the
@@ -150,6 +166,7 @@ def join_process_group(trainer_config):
     environment = outside_launcher()
     if environment is None or dist.is_initialized():
         return environment
+    check_process_count(trainer_config, environment)
     from lightning.fabric.utilities.distributed import _init_dist_connection
 
     _init_dist_connection(environment, process_group_backend(trainer_config))

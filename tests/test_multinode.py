@@ -37,7 +37,6 @@ TINY = ["task=sst", "cell=lstm", "cell.hidden_size=8", "task.model.dropout=0.0",
 SEEN = ["+callbacks.seen._target_=test_multinode.SeenBatches"]
 TOLERANCE = 1e-4
 
-pytestmark = pytest.mark.slow
 
 
 class SeenBatches(L.Callback):
@@ -96,6 +95,7 @@ def seen(run_dir: Path, rank: int) -> list[tuple]:
     return [tuple(map(tuple, json.loads(line)["sequences"])) for line in lines]
 
 
+@pytest.mark.slow
 def test_two_nodes_share_one_run_folder_read_disjoint_data_and_match_one_process(tmp_path):
     budget = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
     (node0, out0, err0), (node1, out1, err1) = finish(start_nodes(tmp_path, *SEEN, *budget), tmp_path)
@@ -127,6 +127,7 @@ def test_two_nodes_share_one_run_folder_read_disjoint_data_and_match_one_process
         assert two[name] == pytest.approx(one[name], abs=TOLERANCE), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("killed", [1, 0])
 def test_a_killed_rank_ends_the_job_within_seconds_with_one_line(tmp_path, killed):
     nodes = start_nodes(tmp_path, *SEEN, "trainer.max_epochs=50", "trainer.limit_val_batches=2",
@@ -151,3 +152,22 @@ def test_a_killed_rank_ends_the_job_within_seconds_with_one_line(tmp_path, kille
     assert f"DDP rank {survivor} lost the other ranks" in lines[0] and "Connection" in lines[0]
     assert "resume with: rrn-train ckpt_path=" in lines[0] or "no checkpoint had been written yet" in lines[0]
     assert "Traceback" not in results[survivor][2].split("rrn-train: error:")[0]  # nothing before the line
+
+
+def test_a_launcher_that_started_another_number_of_processes_is_one_line_before_any_waiting():
+    """trainer.num_nodes x trainer.devices against the ranks torchrun or SLURM started: unequal, the process group
+    would wait for ranks that never come."""
+    from lightning.fabric.plugins.environments import TorchElasticEnvironment
+
+    from rrn_app.ddp import check_process_count
+    from rrn_app.option_checks import UserError
+
+    class Started(TorchElasticEnvironment):
+        def world_size(self) -> int:
+            return 4
+
+    check_process_count({"num_nodes": 2, "devices": 2}, Started())
+    check_process_count({"num_nodes": 2, "devices": "auto"}, Started())  # Lightning checks that one itself
+    with pytest.raises(UserError, match=r"trainer.num_nodes=2 x trainer.devices=1 = 2 processes, but the launcher "
+                                        r"\(TorchElastic\) started 4: make them equal \(torchrun: --nnodes and "):
+        check_process_count({"num_nodes": 2, "devices": 1}, Started())
