@@ -291,21 +291,24 @@ def test_on_a_gpu_cuda_layers_choose_the_kernels_and_match_the_reference(config,
 @pytest.mark.slow
 def test_kernels_compile_for_a_hopper_gpu():
     """The compiled (not interpreted) kernels lower to a cubin for sm_90 with Triton's own toolchain — no GPU is
-    needed to compile — for the richest options: gated, linear projection, tanh output, padding; with a float32
-    weight and with a bfloat16 one (autocast's), whose values the interpreter cannot check (its bfloat16 tl.dot
-    is wrong, so `supports` keeps such calls on the ATen loop there)."""
+    needed to compile — for both sides of every option: gated, linear projection, tanh output, padding, with a
+    float32 weight and with a bfloat16 one (autocast's, whose values the interpreter cannot check: its bfloat16
+    tl.dot is wrong, so `supports` keeps such calls on the ATen loop there); and relu, the identity shortcut and
+    output, no padding."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     module = load_kernel_module("rrn_triton_compiled", interpret=False)
     assert not module.INTERPRETED
-    flags = dict(RELU=False, OUT_TANH=True, GATED=True, LINEAR=True, HAS_MASK=True, PRECISION="ieee")
-    for (kernel, pointers, constants, warps), weight_type in itertools.product((
+    richest = dict(RELU=False, OUT_TANH=True, GATED=True, LINEAR=True, HAS_MASK=True, PRECISION="ieee")
+    plainest = dict(RELU=True, OUT_TANH=False, GATED=False, LINEAR=False, HAS_MASK=False, PRECISION="tf32")
+    for (kernel, pointers, constants, warps), (flags, weight_type) in itertools.product((
             (module._forward_persistent, 6, dict(SAVE=True, BB=16, HP=64), 8),
             (module._backward_persistent, 8, dict(BB=16, HP=64), 8),
             (module._forward_step, 6, dict(SAVE=True, BB=16, BN=64, BK=32), 4),
-            (module._backward_step, 9, dict(BB=16, BN=64, BK=32), 4)), ("*fp32", "*bf16")):
+            (module._backward_step, 9, dict(BB=16, BN=64, BK=32), 4)),
+            ((richest, "*fp32"), (richest, "*bf16"), (plainest, "*fp32"))):
         constants = {**flags, **constants}
         names = kernel.arg_names
         runtime = [name for name in names if name not in constants]
