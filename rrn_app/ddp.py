@@ -151,7 +151,10 @@ def check_process_count(trainer_config, environment) -> None:
         return  # devices=auto or a list: Lightning checks it against the launcher
     started = environment.world_size()
     if nodes * devices != started:
-        launcher = type(environment).__name__.replace("Environment", "")
+        from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+        launcher = next((name for kind, name in ((TorchElasticEnvironment, "torchrun"), (SLURMEnvironment, "SLURM"),
+                                                 (LSFEnvironment, "LSF")) if isinstance(environment, kind)), "?")
         raise UserError(f"trainer.num_nodes={nodes} x trainer.devices={devices} = {nodes * devices} processes, but "
                         f"the launcher ({launcher}) started {started}: make them equal (torchrun: --nnodes and "
                         "--nproc_per_node; SLURM: --nodes and --ntasks-per-node).")
