@@ -317,5 +317,5 @@ def test_kernels_compile_for_a_hopper_gpu():
         signature["weight"] = weight_type
         signature.update({name: "constexpr" for name in constants})
         source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constants.items()})
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, enable_fp_fusion=True))
         assert compiled.asm["cubin"], (kernel.__name__, weight_type)

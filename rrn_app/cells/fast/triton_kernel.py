@@ -344,8 +344,10 @@ INTERPRETED = isinstance(_forward_persistent, InterpretedFunction)  # TRITON_INT
 # --- the backend's kernels, called as loop.forward / loop.backward are (function.py) ------------------------------
 
 def _flags(spec: RecurrenceSpec, mask, x: torch.Tensor) -> dict:
+    """Every launch's constants, and its one compile option: fused multiply-adds, said outright (Triton 3.9 warns
+    where it is left to its default)."""
     return dict(RELU=spec.activation == "relu", OUT_TANH=spec.output_activation == "tanh", GATED=spec.gated,
-                LINEAR=spec.linear, HAS_MASK=mask is not None, PRECISION=_precision(x))
+                LINEAR=spec.linear, HAS_MASK=mask is not None, PRECISION=_precision(x), enable_fp_fusion=True)
 
 
 def _mask_bytes(mask: torch.Tensor | None, like: torch.Tensor):
