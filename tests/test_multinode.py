@@ -169,5 +169,5 @@ def test_a_launcher_that_started_another_number_of_processes_is_one_line_before_
     check_process_count({"num_nodes": 2, "devices": 2}, Started())
     check_process_count({"num_nodes": 2, "devices": "auto"}, Started())  # Lightning checks that one itself
     with pytest.raises(UserError, match=r"trainer.num_nodes=2 x trainer.devices=1 = 2 processes, but the launcher "
-                                        r"\(TorchElastic\) started 4: make them equal \(torchrun: --nnodes and "):
+                                        r"\(torchrun\) started 4: make them equal \(torchrun: --nnodes and "):
         check_process_count({"num_nodes": 2, "devices": 1}, Started())
