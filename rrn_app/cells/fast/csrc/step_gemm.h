@@ -1,7 +1,7 @@
 // The per-step GEMM: x W^T for every step of a call with one weight W.
 //
-// Default: at::mm_out (MKL on CPU). Float32 (or, mixed precision, bfloat16) on CPU with both sides of the weight
-// >= 256: oneDNN's matmul (torch's mkldnn::_linear_pointwise) with the weight reordered into oneDNN's blocked layout
+// Default: at::mm_out (MKL on CPU). Float32 on CPU with both sides of the weight >= 256, and bfloat16 (mixed
+// precision) of any size: oneDNN's matmul (torch's mkldnn::_linear_pointwise) with the weight reordered into oneDNN's blocked layout
 // once per call of the op — what torch.nn.LSTM's CPU kernel (oneDNN's RNN) gets; below 256 it is no faster
 // (rrn-bench, docs/speed.md).
 // Reached through the dispatcher, so a torch built without oneDNN keeps at::mm_out. RRN_ONEDNN=0 (read in
@@ -29,14 +29,16 @@ inline const OneDnnOps& onednn_ops() {
   return ops;
 }
 
-// Whether oneDNN multiplies by this weight: `allowed` (RRN_ONEDNN), oneDNN present, CPU float32 (or bfloat16, mixed
-// precision), both sides >= 256
+// Whether oneDNN multiplies by this weight: `allowed` (RRN_ONEDNN), oneDNN present, a CPU weight, float32 with both
+// sides >= 256, or bfloat16 (mixed precision) of any size: ATen's bfloat16 mm is oneDNN's matmul too, but sets it
+// up afresh every call (measured: the packed weight's product takes 0.85-0.95 of its time from H=128 to 512)
 inline bool use_onednn(const at::Tensor& weight, bool allowed) {
   const auto& ops = onednn_ops();
   const auto dtype = weight.scalar_type();
-  return allowed && ops.linear.has_value() && ops.reorder.has_value() && weight.device().is_cpu() &&
-         (dtype == at::kFloat || dtype == at::kBFloat16) && weight.dim() == 2 &&
-         std::min(weight.size(0), weight.size(1)) >= 256;
+  if (!allowed || !ops.linear.has_value() || !ops.reorder.has_value() || !weight.device().is_cpu() ||
+      weight.dim() != 2)
+    return false;
+  return dtype == at::kBFloat16 || (dtype == at::kFloat && std::min(weight.size(0), weight.size(1)) >= 256);
 }
 
 // (addend +) x W^T where x is in the states' dtype and W in the GEMMs' dtype. Mixed precision (a weight in another
