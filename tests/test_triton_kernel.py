@@ -270,7 +270,8 @@ def test_cpu_tensors_stay_on_their_backend_without_the_interpreter():
                                                  ("gres_rnn", 200), ("res_rnn linear relu tanh", 512)])
 def test_on_a_gpu_cuda_layers_choose_the_kernels_and_match_the_reference(config, hidden_size, monkeypatch):
     """Not forced: a CUDA layer runs the compiled kernels (persistent up to the on-chip limit, stepwise beyond),
-    values and gradients as the reference computes them on the same GPU (IEEE float32 products on both sides)."""
+    values and gradients as the reference computes them on the same GPU (IEEE float32 products on both sides);
+    forced to another backend, it stays there."""
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     module = backends.triton_kernels()
     assert not module.INTERPRETED
@@ -278,6 +279,8 @@ def test_on_a_gpu_cuda_layers_choose_the_kernels_and_match_the_reference(config,
     xp, s0 = torch.zeros(5, 3, layer.weight_ih.shape[0], device="cuda"), torch.zeros(3, hidden_size, device="cuda")
     weight = layer.weight_hh.detach() if layer.weight_im is None else torch.cat([layer.weight_hh, layer.weight_im])
     assert backends.kernel_for(layer.fast_spec, backends.backend(), xp, s0, weight.detach(), None) == "triton"
+    with backends.use_backend("python"):  # forced, another backend keeps the call (rrn-bench backend=cpp,triton)
+        assert backends.kernel_for(layer.fast_spec, "python", xp, s0, weight.detach(), None) == "python"
     calls = {"forward": 0, "backward": 0}
     for name in calls:
         def counted(*args, _run=getattr(module, name), _name=name):

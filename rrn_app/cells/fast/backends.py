@@ -9,9 +9,9 @@ Backends, chosen once per process (`backend()`), or forced for a while with `use
 - "step": `RRN_FAST_CELLS=step` turns the fast path off: the step-wise `Recurrence` loop with autograd;
 - "triton": the fused Triton kernels of triton_kernel.py (`pip install rrn[triton]`). Not chosen process-wide:
   `kernel_for` picks them per call, for CUDA tensors whenever triton imports and the call is one they cover
-  (else the call stays on the backend above, the ATen loop on CUDA); `RRN_FAST_CELLS=triton` or
-  `use_backend("triton")` forces them wherever they apply, CPU tensors included under Triton's interpreter
-  (TRITON_INTERPRET=1 when triton_kernel.py is first imported: the tests).
+  (else the call stays on the backend above, the ATen loop on CUDA; `use_backend` of another backend keeps
+  that one); `RRN_FAST_CELLS=triton` or `use_backend("triton")` forces them wherever they apply, CPU tensors
+  included under Triton's interpreter (TRITON_INTERPRET=1 when triton_kernel.py is first imported: the tests).
 
 The switches, all read here:
 
@@ -264,10 +264,12 @@ def triton_kernels():
 
 def kernel_for(spec, which: str, xp: torch.Tensor, s0: torch.Tensor, weight: torch.Tensor,
                gamma: torch.Tensor | None) -> str:
-    """The kernels that run this call: "triton" where forced (`which`) or for CUDA tensors (RRN_TRITON on, triton
-    importable) when triton_kernel.supports the call; else `which`, or for a forced "triton" the loop it replaces
-    ("cpp" where the extension builds, else "python")."""
-    if which != "triton" and not (xp.is_cuda and switch_on(TRITON_ENV, True) and backend_available("triton")):
+    """The kernels that run this call: "triton" where forced (`which`) or, unless `use_backend` forces another
+    backend (rrn-bench backend=cpp,triton compares them), for CUDA tensors (RRN_TRITON on, triton importable) when
+    triton_kernel.supports the call; else `which`, or for a forced "triton" the loop it replaces ("cpp" where the
+    extension builds, else "python")."""
+    if which != "triton" and (_forced is not None
+                              or not (xp.is_cuda and switch_on(TRITON_ENV, True) and backend_available("triton"))):
         return which  # CPU tensors never import triton here
     if triton_kernels().supports(spec, xp, s0, weight, gamma):
         return "triton"
