@@ -113,8 +113,9 @@ def test_the_path_of_a_plugin_with_a_compiled_step_is_compiled_and_off_it_is_pyt
 
     from rrn_app.cells import recurrence
 
-    monkeypatch.delenv(recurrence.COMPILE_VARIABLE, raising=False)
+    monkeypatch.setenv(recurrence.COMPILE_VARIABLE, "1")
     model = bench.Model("mingru", "mingru", {}, None, module=MinGRU(4, 8))
     assert bench.path_of(model, torch.randn(2, 3, 4)) == "compiled"
-    monkeypatch.setenv(recurrence.COMPILE_VARIABLE, "0")
-    assert bench.path_of(model, torch.randn(2, 3, 4)) == "python/autograd"
+    for setting in ("0", "auto"):  # off; automatic: compiled on CUDA only
+        monkeypatch.setenv(recurrence.COMPILE_VARIABLE, setting)
+        assert bench.path_of(model, torch.randn(2, 3, 4)) == "python/autograd"

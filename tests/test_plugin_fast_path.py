@@ -1,7 +1,7 @@
 """The plugin fast path of `Recurrence` (rrn_app/cells/recurrence.py): a layer that writes `recurrent_step` gets
 its step compiled, and the results are the plain step loop's — values, gradients, padding, both directions; a
 compile that fails falls back to the loop with one warning; RRN_COMPILE_STEP=0 and `compile_step=False` turn it
-off. The layer is the minGRU plugin of tests/mingru_plugin.py."""
+off, and unset it compiles on CUDA only. The layer is the minGRU plugin of tests/mingru_plugin.py."""
 
 from __future__ import annotations
 
@@ -40,24 +40,27 @@ def fresh_layer_class():
 
 
 def test_a_layer_writing_recurrent_step_compiles_it_and_one_writing_step_does_not(monkeypatch):
-    monkeypatch.delenv(recurrence.COMPILE_VARIABLE, raising=False)
-    assert MinGRULayer(3, 4).step_path() == "compiled"
-    assert MinGRULayer(3, 4, compile_step=False).step_path() == "loop"
+    cpu = torch.zeros(1)
+    monkeypatch.delenv(recurrence.COMPILE_VARIABLE, raising=False)  # auto: compiled on CUDA tensors only
+    assert MinGRULayer(3, 4).step_path(cpu) == "loop"
+    monkeypatch.setenv(recurrence.COMPILE_VARIABLE, "1")
+    assert MinGRULayer(3, 4).step_path(cpu) == "compiled"
+    assert MinGRULayer(3, 4, compile_step=False).step_path(cpu) == "loop"
 
     class StepLayer(MinGRULayer):
         def step(self, inputs, h, t, running):
             return self.recurrent_step(inputs, h)
 
-    assert StepLayer(3, 4).step_path() == "loop"
+    assert StepLayer(3, 4).step_path(cpu) == "loop"
     monkeypatch.setenv(recurrence.COMPILE_VARIABLE, "0")
-    assert MinGRULayer(3, 4).step_path() == "loop"
+    assert MinGRULayer(3, 4).step_path(cpu) == "loop"
     monkeypatch.setenv(recurrence.COMPILE_VARIABLE, "aot_eager")
     assert recurrence.compile_backend() == "aot_eager"
 
 
 @pytest.mark.slow  # inductor builds C++ for the step: seconds to a minute the first time
 def test_the_compiled_step_gives_the_plain_loops_values_and_gradients_over_padding_in_both_directions(monkeypatch):
-    monkeypatch.delenv(recurrence.COMPILE_VARIABLE, raising=False)
+    monkeypatch.setenv(recurrence.COMPILE_VARIABLE, "1")  # inductor on CPU too
     compiled, plain = twin_stacks(num_layers=2, bidirectional=True)
     x, lengths = torch.randn(4, 7, 5), torch.tensor([7, 3, 5, 1])
     with warnings.catch_warnings():
@@ -74,7 +77,7 @@ def test_the_compiled_step_gives_the_plain_loops_values_and_gradients_over_paddi
 
 @pytest.mark.slow
 def test_the_compiled_step_without_padding_and_under_no_grad_gives_the_plain_loops_values(monkeypatch):
-    monkeypatch.delenv(recurrence.COMPILE_VARIABLE, raising=False)
+    monkeypatch.setenv(recurrence.COMPILE_VARIABLE, "1")  # inductor on CPU too
     compiled, plain = twin_stacks()
     x = torch.randn(3, 6, 5)
     got, want = run_and_differentiate(compiled, x, None), run_and_differentiate(plain, x, None)
@@ -91,7 +94,7 @@ def test_a_compile_that_fails_falls_back_to_the_plain_loop_with_one_warning(monk
         return call
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.delenv(recurrence.COMPILE_VARIABLE, raising=False)
+    monkeypatch.setenv(recurrence.COMPILE_VARIABLE, "1")
     layer_class = fresh_layer_class()
     torch.manual_seed(0)
     layer = layer_class(5, 6)
@@ -103,7 +106,7 @@ def test_a_compile_that_fails_falls_back_to_the_plain_loop_with_one_warning(monk
         layer_class(5, 6)(x)  # a second layer of the class: no second warning
     assert len([w for w in caught if "torch.compile" in str(w.message)]) == 1
     torch.testing.assert_close(outputs, plain(x, lengths)[0])
-    assert layer.step_path() == "loop"
+    assert layer.step_path(x) == "loop"
 
 
 def test_an_unknown_compile_backend_falls_back_with_one_warning(monkeypatch):

@@ -197,7 +197,7 @@ def path_of(model: Model, x: torch.Tensor) -> str:
         return which
     steps = [m for m in modules if isinstance(m, Recurrence)]
     if steps:  # a plugin's compiled recurrent_step (recurrence.py), else the step loop in autograd
-        return "compiled" if all(m.step_path() == "compiled" for m in steps) else "python/autograd"
+        return "compiled" if all(m.step_path(x) == "compiled" for m in steps) else "python/autograd"
     kernels = {type(m) for m in modules if isinstance(m, nn.RNNBase)}
     if not kernels:
         return UNKNOWN_PATH

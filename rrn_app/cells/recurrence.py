@@ -22,16 +22,19 @@ The plugin fast path. A step that reads neither `t` nor `running` can be written
 
     recurrent_step(inputs, state)         the new state from one timestep's projected inputs and the last state
 
-instead of `step` (a pure function of tensors and the layer's parameters). Such a layer gets its step compiled
-with `torch.compile` — the step and the padding mask of one timestep, never the whole loop, whose compile time
-would grow with the unrolled length — and the loop calls the compiled step. The loop itself, the input
-projection hoisted out of it and the autograd through both stay as above, so the results are the plain loop's
-(tests/test_plugin_fast_path.py holds them to it: values, gradients, padding, both directions). Compilation is
-on by default; it is off for a layer class or instance with `compile_step = False`, or for every layer with the
-environment variable RRN_COMPILE_STEP=0 (any other value than 0/1/off/on/false/true names the torch.compile
-backend, e.g. RRN_COMPILE_STEP=aot_eager). Where torch.compile is missing or fails (no C++ compiler, say) the
-plain loop runs instead, after one warning. The first call of a compiled step takes seconds to a minute on a
-CPU (inductor writes and builds C++); later processes reuse torch's compile cache.
+instead of `step` (a pure function of tensors and the layer's parameters). Such a layer can get its step
+compiled with `torch.compile` — the step and the padding mask of one timestep, never the whole loop, whose
+compile time would grow with the unrolled length — and the loop calls the compiled step. The loop itself, the
+input projection hoisted out of it and the autograd through both stay as above, so the results are the plain
+loop's (tests/test_plugin_fast_path.py holds them to it: values, gradients, padding, both directions).
+
+When: the environment variable RRN_COMPILE_STEP. Unset (or "auto"), steps on CUDA tensors are compiled and
+steps on CPU tensors run the plain loop: on CPU a compiled call's own overhead matched what fusing a small
+step saves (docs/speed.md, "The plugin fast path", measured), and compiling costs seconds to a minute at the
+first call. RRN_COMPILE_STEP=1 compiles on every device, =0 on none; any other value compiles everywhere with
+that torch.compile backend (RRN_COMPILE_STEP=aot_eager). A layer class or instance with `compile_step = False`
+never compiles. Where torch.compile is missing or fails (no C++ compiler, say) the plain loop runs instead,
+after one warning. Later processes reuse torch's compile cache.
 
 Stacking layers, both directions, dropout between layers and residual links come from `RecurrentStack`
 (stack.py): a cell, built in or plugin, writes only this single-layer, single-direction recurrence.
@@ -66,11 +69,20 @@ def keep_running(new, old, running):
 
 
 def compile_backend() -> str | None:
-    """The torch.compile backend RRN_COMPILE_STEP asks for ("inductor" unset), or None when it turns compiling off."""
+    """The torch.compile backend RRN_COMPILE_STEP asks for ("inductor" unless it names one), or None when it turns
+    compiling off."""
     value = os.environ.get(COMPILE_VARIABLE, "").strip()
     if value.lower() in ("0", "off", "false", "no"):
         return None
-    return "inductor" if value.lower() in ("", "1", "on", "true", "yes") else value
+    return "inductor" if value.lower() in ("", "auto", "1", "on", "true", "yes") else value
+
+
+def compiles_on(x: torch.Tensor | None) -> bool:
+    """Whether RRN_COMPILE_STEP compiles a step over `x`: unset/auto on CUDA tensors only, else as it says."""
+    if compile_backend() is None:
+        return False
+    automatic = os.environ.get(COMPILE_VARIABLE, "").strip().lower() in ("", "auto")
+    return not automatic or (x is not None and x.is_cuda)
 
 
 class Recurrence(nn.Module):
@@ -100,12 +112,12 @@ class Recurrence(nn.Module):
         """`recurrent_step` with the padding mask applied: what is compiled, one timestep."""
         return keep_running(self.recurrent_step(inputs, state), state, running)
 
-    def step_path(self) -> str:
-        """What runs each timestep: "compiled" (recurrent_step under torch.compile) or "loop" (step in Python)."""
+    def step_path(self, x: torch.Tensor | None = None) -> str:
+        """What runs each timestep of a call on `x`: "compiled" (recurrent_step under torch.compile) or "loop"
+        (step in Python)."""
         cls = type(self)
         if (cls.step is not Recurrence.step or cls.recurrent_step is Recurrence.recurrent_step
-                or not self.compile_step or cls in _failed or not hasattr(torch, "compile")
-                or compile_backend() is None):
+                or not self.compile_step or cls in _failed or not hasattr(torch, "compile") or not compiles_on(x)):
             return "loop"
         return "compiled"
 
@@ -153,7 +165,7 @@ class Recurrence(nn.Module):
         running = None if lengths is None else length_mask(lengths.to(x.device), total_length)[:, :, None]
         longest = total_length if lengths is None else int(lengths.max())
         inputs = self.project_inputs(x[:, :longest])
-        compiled = self.compiled_step() if self.step_path() == "compiled" else None
+        compiled = self.compiled_step() if self.step_path(x) == "compiled" else None
         outputs = []
         # unbind, not inputs[:, t]: the backward of one unbind stacks the steps' gradients once, where T slices
         # would each add a gradient as large as all of `inputs`
