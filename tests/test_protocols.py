@@ -258,7 +258,7 @@ def music_model_parameters(compose_config, *overrides: str) -> tuple[int, int]:
     from rrn_app.tasks.music import MusicModel
 
     config = OmegaConf.to_container(compose_config(*overrides), resolve=True)
-    options = {key: value for key, value in config["task"]["model"].items() if key != "_target_"}
+    options = {key: value for key, value in config["task"]["model"].items() if not key.startswith("_")}  # Hydra's keys
     model = MusicModel(cell=config["cell"], **options)
     return config["cell"]["hidden_size"], sum(parameter.numel() for parameter in model.parameters())
 
@@ -361,7 +361,7 @@ def test_skip_first_frame_leaves_each_pieces_first_frame_out_of_validation_and_t
     from rrn_app.tasks.music import MusicModel
 
     config = OmegaConf.to_container(compose_config("task=music", "cell=gru", "cell.hidden_size=8"), resolve=True)
-    options = {key: value for key, value in config["task"]["model"].items() if key != "_target_"}
+    options = {key: value for key, value in config["task"]["model"].items() if not key.startswith("_")}  # Hydra's keys
     assert options["skip_first_frame"] is False  # the default counts every frame
     torch.manual_seed(0)
     targets = (torch.rand(2, 5, 88) < 0.1).float()
