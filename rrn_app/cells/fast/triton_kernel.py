@@ -364,10 +364,10 @@ def forward(spec: RecurrenceSpec, xp: torch.Tensor, s0: torch.Tensor, weight: to
         raise ValueError("the triton kernels have no batch norm (supports() sends such a call to the ATen loop)")
     T, B, kH = xp.shape
     H = s0.shape[1]
-    states = xp.new_empty(T + 1, B, H)
+    states = s0.new_empty(T + 1, B, H)  # in the states' dtype (float32), whatever xp's
     states[0] = s0
-    acts = xp.new_empty(T, B, H) if need_grad else None
-    gates = xp.new_empty(T, B, H) if need_grad and spec.gated else None
+    acts = s0.new_empty(T, B, H) if need_grad else None
+    gates = s0.new_empty(T, B, H) if need_grad and spec.gated else None
     pointers = (xp, states, states if acts is None else acts, states if gates is None else gates, weight,
                 _mask_bytes(mask, xp))
     flags = _flags(spec, mask, xp)
