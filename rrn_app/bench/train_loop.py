@@ -29,7 +29,8 @@ Options:
   batches=100 warmup=10 rounds=5   timed batches per round, untimed batches before them, rounds
   threads=1                    torch threads;  data.root=DIR (as rrn-train's; default data)
   breakdown=true|false         the extra run that says where the milliseconds go (default true)
-  <group>.<key>=<value>        any rrn-train override (cell.hidden_size=64, task.data.batch_size=32, ...)
+  <group>.<key>=<value>        any rrn-train override: cell.hidden_size=64, task.data.batch_size=32,
+  <group>=<choice>             trainer.enable_progress_bar=false, callbacks=none, optimizer=adamw, ...
   out=DIR                      write DIR/train_loop.json and DIR/train_loop.md
 """
 
@@ -55,9 +56,18 @@ from rrn_app.option_checks import UserError
 TASKS = ("sst", "atis", "imdb", "char_lm", "music")
 DEFAULTS = {"mode": "train-loop", "tasks": "sst,atis,char_lm", "cells": "res_rnn,lstm", "batches": "100",
             "warmup": "10", "rounds": "5", "threads": "1", "data.root": "data", "breakdown": "true", "out": ""}
+
+
+def rrn_train_key(key: str) -> bool:
+    """`group.key` or a config group's name (`callbacks`, `optimizer`, ...): an rrn-train override."""
+    from rrn_app.config import config_dir
+
+    return "." in key or (config_dir() / key.lstrip("+~")).is_dir()
+
+
 PARSER = KeyValueParser({key: Option(default, str) for key, default in DEFAULTS.items()}, __doc__,
                         usage="(rrn-bench mode=train-loop --help lists the keys)", noun="setting",
-                        context=" for mode=train-loop", accept=lambda key: "." in key)
+                        context=" for mode=train-loop", accept=rrn_train_key)
 BATCH_HOOKS = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_optimizer_step",
                "on_before_zero_grad", "on_train_batch_end")
 
@@ -115,7 +125,7 @@ def parse_arguments(argv: list[str]) -> Settings:
         raise UserError(f"breakdown={values['breakdown']!r}: true or false")
     root = Path(values["data.root"]).expanduser().resolve()
     overrides = [f"data.root={root}"] + [f"{key}={value}" for key, value in values.items()
-                                         if "." in key and key != "data.root"]
+                                         if key not in DEFAULTS]
     return Settings(tasks=_names("tasks", values["tasks"], TASKS), cells=cells,
                     batches=_whole("batches", values["batches"], 1), warmup=_whole("warmup", values["warmup"], 1),
                     rounds=_whole("rounds", values["rounds"], 1), threads=_whole("threads", values["threads"], 1),
