@@ -132,6 +132,7 @@ print(sorted(m for m in sys.modules if m.startswith("rrn_") and m != "rrn_app" a
     assert modules == "['rrn_marked']" and imports(marker) == ["rrn_marked"]
 
 
+@pytest.mark.slow  # two rrn-cells processes (the registry's listing without imports is checked above, fast)
 def test_rrn_cells_lists_plugins_without_importing_them(plugins):
     env, marker = plugins
     result = run_cli("rrn-cells", "--json", env=env)
@@ -147,6 +148,7 @@ def test_rrn_cells_lists_plugins_without_importing_them(plugins):
     assert imports(marker) == []
 
 
+@pytest.mark.slow  # two rrn-cells processes
 def test_rrn_cells_show_and_import_import_the_plugin(plugins):
     env, marker = plugins
     result = run_cli("rrn-cells", "show", "marked", "--json", env=env)
@@ -163,6 +165,7 @@ def test_rrn_cells_show_and_import_import_the_plugin(plugins):
     assert "cell plugin 'broken' (rrn-broken 0.3) failed to load" in result.stderr
 
 
+@pytest.mark.slow  # an rrn-cells process and another Python (test_registry's entry-point test checks the warning, fast)
 def test_a_plugin_that_fails_to_import_is_one_line_naming_it_and_the_others_work(plugins):
     env, marker = plugins
     result = run_cli("rrn-cells", "show", "broken", env=env)
