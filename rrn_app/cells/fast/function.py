@@ -44,6 +44,14 @@ KERNELS = {"cpp": Kernels(_cpp_forward, _cpp_backward), "python": Kernels(loop.f
            "triton": Kernels(_triton_forward, _triton_backward)}  # triton_kernel.py, imported at first use
 
 
+def kernel_input(xp: torch.Tensor, s0: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """xp as the kernels take it: in the states' dtype, except autocast's bfloat16 projection with bfloat16 GEMMs,
+    which the loops widen as they read it (no float32 copy of it is made)."""
+    if xp.dtype == weight.dtype == torch.bfloat16 != s0.dtype:
+        return xp.contiguous()
+    return xp.to(s0.dtype).contiguous()
+
+
 def kernel_precision(like: torch.Tensor):
     """Autocast off inside the kernels (it would recast their own GEMMs and elementwise ops): they run in the dtypes
     they are given — xp and the states in the state dtype (s0's), the GEMMs in the recurrent weight's (precision.py).
@@ -61,7 +69,7 @@ class ResidualRecurrenceFunction(torch.autograd.Function):
         need_grad = any(ctx.needs_input_grad[2:6])
         ctx.xp_dtype = xp.dtype
         with kernel_precision(s0):
-            xp, s0, weight = xp.to(s0.dtype).contiguous(), s0.contiguous(), weight.contiguous()
+            xp, s0, weight = kernel_input(xp, s0, weight), s0.contiguous(), weight.contiguous()
             states, acts, gates, zhat, mean, var, inv = KERNELS[which].forward(
                 spec, xp, s0, weight, mask, need_grad, gamma, given_mean, given_std)
         ctx.spec, ctx.which, ctx.norm_training = spec, which, given_mean is None
@@ -96,7 +104,7 @@ def residual_recurrence(spec: RecurrenceSpec, which: str, xp: torch.Tensor, s0: 
     which = backends.kernel_for(spec, which, xp, s0, weight, gamma)  # the Triton kernels where they apply
     if not torch.is_grad_enabled():  # inference: nothing kept for a backward pass
         with kernel_precision(s0):
-            results = KERNELS[which].forward(spec, xp.to(s0.dtype).contiguous(), s0.contiguous(),
+            results = KERNELS[which].forward(spec, kernel_input(xp, s0, weight), s0.contiguous(),
                                              weight.contiguous(), mask, False, gamma, given_mean, given_std)
         return results[0][1:], results[4], results[5]
     return ResidualRecurrenceFunction.apply(spec, which, xp, s0, weight, gamma, mask, given_mean, given_std)

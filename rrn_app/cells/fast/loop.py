@@ -112,16 +112,17 @@ def forward(spec: RecurrenceSpec, xp: torch.Tensor, s0: torch.Tensor, weight: to
             given_mean: torch.Tensor | None = None, given_std: torch.Tensor | None = None) -> Forward:
     """The recurrence over T steps (module docstring).
 
-    xp [T, B, kH] = W x_t + b, s0 [B, H], weight [R, H], mask [T, B, 1] bool (True while a sequence runs; None: no
-    padding); need_grad: keep every step's a and g for the backward pass; batch norm: gamma [kH], and in
-    evaluation the running estimates given_mean, given_std [T, kH] (None: training, the batch's statistics).
+    xp [T, B, kH] = W x_t + b (in the states' dtype, or bfloat16 under mixed precision), s0 [B, H], weight [R, H],
+    mask [T, B, 1] bool (True while a sequence runs; None: no padding); need_grad: keep every step's a and g for
+    the backward pass; batch norm: gamma [kH], and in evaluation the running estimates given_mean, given_std
+    [T, kH] (None: training, the batch's statistics).
     """
     T, B, kH = xp.shape
     H = s0.shape[1]
-    states = xp.new_empty(T + 1, B, H)
+    states = s0.new_empty(T + 1, B, H)
     states[0] = s0
     acts, gates, zhats = [], [], []
-    norm = None if gamma is None else _Norm(gamma, given_mean, given_std, ([], [], []), _running(mask, T, B, xp))
+    norm = None if gamma is None else _Norm(gamma, given_mean, given_std, ([], [], []), _running(mask, T, B, s0))
     wt = weight.t()
     for t in range(T):
         s = states[t]

@@ -10,7 +10,9 @@ float32 weights stays on the fast path:
   AMX for bfloat16, AVX512-FP16 or AMX-FP16 for float16), otherwise float32 GEMMs (no emulated half precision,
   which would be slower than float32: see `gemm_dtype`, and a one-time warning says so);
 - the weight gradient dL/dW: one GEMM over all steps in the GEMM dtype (accumulated in float32 inside the GEMM),
-  accumulated into the float32 `.grad` by autograd;
+  accumulated into the float32 `.grad` by autograd; dL/dP_t, computed in float32, is what these GEMMs and dL/dxp
+  read, so the C++ CPU loop stores it in bfloat16 at once (with batch norm, whose backward pass reads it, in
+  float32), and reads autocast's bfloat16 xp without a float32 copy;
 - everything else in float32: the states s_t, the elementwise pass (activations, gate, shortcut, padding), the
   gradient carried back through time, recurrent batch norm's statistics and its running estimates.
 

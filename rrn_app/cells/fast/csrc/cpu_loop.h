@@ -26,7 +26,8 @@ inline void cpu_forward(ForwardState& f, bool onednn_allowed) {
   auto& states = f.states;
   auto& acts = f.acts;
   auto& gates = f.gates;
-  AT_DISPATCH_FLOATING_TYPES(f.xp.scalar_type(), "rrn_fast_cells_forward", [&] {
+  const bool low_xp = f.xp.scalar_type() == at::kBFloat16 && states.scalar_type() != at::kBFloat16;  // mixed
+  AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "rrn_fast_cells_forward", [&] {
     if (by_rows) {  // each thread its own rows through all the steps (see threading.h)
       const scalar_t* p = f.pre.data_ptr<scalar_t>();
       const scalar_t* x = f.xp.data_ptr<scalar_t>();
@@ -50,15 +51,22 @@ inline void cpu_forward(ForwardState& f, bool onednn_allowed) {
       f.pre = product(states[t], f.pre_buffer);
       f.step_norm(t);
       const scalar_t* p = f.pre.data_ptr<scalar_t>();
-      const scalar_t* x = f.xp[t].data_ptr<scalar_t>();
       const scalar_t* s = states[t].data_ptr<scalar_t>();
       scalar_t* next = states[t + 1].data_ptr<scalar_t>();
       scalar_t* a = (need_grad ? acts[t] : acts).data_ptr<scalar_t>();
       scalar_t* g = gated ? (need_grad ? gates[t] : gates).data_ptr<scalar_t>() : nullptr;
       const bool* m = masked ? mask_bool[t].data_ptr<bool>() : nullptr;
-      at::parallel_for(0, B, grain(H), [&](int64_t begin, int64_t end) {
-        forward_rows<scalar_t>(k, begin, end, p, x, s, next, a, g, m);
-      });
+      if (low_xp) {
+        const at::BFloat16* x = f.xp[t].data_ptr<at::BFloat16>();
+        at::parallel_for(0, B, grain(H), [&](int64_t begin, int64_t end) {
+          forward_rows<scalar_t, at::BFloat16>(k, begin, end, p, x, s, next, a, g, m);
+        });
+      } else {
+        const scalar_t* x = f.xp[t].data_ptr<scalar_t>();
+        at::parallel_for(0, B, grain(H), [&](int64_t begin, int64_t end) {
+          forward_rows<scalar_t>(k, begin, end, p, x, s, next, a, g, m);
+        });
+      }
     }
   });
 }
@@ -76,6 +84,7 @@ inline void cpu_backward(BackwardState& b, bool onednn_allowed) {
   const auto& acts = b.acts;
   const auto& gates = b.gates;
   auto& dpre_all = b.dpre_all;
+  const bool low_dpre = dpre_all.scalar_type() == at::kBFloat16 && grad.scalar_type() != at::kBFloat16;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "rrn_fast_cells_backward", [&] {
     if (by_rows) {  // each thread its own rows back through all the steps (see threading.h)
       const scalar_t* gr = grad.data_ptr<scalar_t>();
@@ -105,11 +114,18 @@ inline void cpu_backward(BackwardState& b, bool onednn_allowed) {
       const scalar_t* a = acts[t].data_ptr<scalar_t>();
       const scalar_t* g = gated ? gates[t].data_ptr<scalar_t>() : nullptr;
       const bool* m = masked ? mask_bool[t].data_ptr<bool>() : nullptr;
-      scalar_t* d = dpre_all[t].data_ptr<scalar_t>();
       scalar_t* pass = b.passed.data_ptr<scalar_t>();
-      at::parallel_for(0, B, grain(H), [&](int64_t begin, int64_t end) {
-        backward_rows<scalar_t>(k, begin, end, gr, c, next, a, g, m, d, pass);
-      });
+      if (low_dpre) {  // mixed precision: dL/dP stored in bfloat16, what its GEMMs read (recurrence.h)
+        at::BFloat16* d = dpre_all[t].data_ptr<at::BFloat16>();
+        at::parallel_for(0, B, grain(H), [&](int64_t begin, int64_t end) {
+          backward_rows<scalar_t, at::BFloat16>(k, begin, end, gr, c, next, a, g, m, d, pass);
+        });
+      } else {
+        scalar_t* d = dpre_all[t].data_ptr<scalar_t>();
+        at::parallel_for(0, B, grain(H), [&](int64_t begin, int64_t end) {
+          backward_rows<scalar_t>(k, begin, end, gr, c, next, a, g, m, d, pass);
+        });
+      }
       b.carry = product(b.through_norm(dpre_all[t], t), product_buffer, b.passed);
     }
   });

@@ -34,28 +34,29 @@ inline float fast_tanh(float value) {
 inline double fast_tanh(double value) { return std::tanh(value); }
 
 // Rows [begin, end) of step t: from P (pre [B, R]), xp [B, kH] and s_{t-1} (s [B, H]) to s_t (next [B, H]),
-// keeping a (acts) and g (gates) [B, H]; mask [B] (nullptr: every sequence runs)
-template <typename T>
+// keeping a (acts) and g (gates) [B, H]; mask [B] (nullptr: every sequence runs). xp may be in a narrower type X
+// (mixed precision: autocast's bfloat16 projection, widened here rather than copied to float32 first)
+template <typename T, typename X = T>
 RRN_VECTOR_CLONES void forward_rows(const Step& k, int64_t begin, int64_t end, const T* __restrict__ pre,
-                                    const T* __restrict__ xp, const T* __restrict__ s, T* __restrict__ next,
+                                    const X* __restrict__ xp, const T* __restrict__ s, T* __restrict__ next,
                                     T* __restrict__ acts, T* __restrict__ gates, const bool* mask) {
   const int64_t H = k.H;
   const Spec& spec = k.spec;
   for (int64_t b = begin; b < end; ++b) {
     const T* p = pre + b * k.R;
-    const T* x = xp + b * k.kH;
+    const X* x = xp + b * k.kH;
     const T* sb = s + b * H;
     T* a = acts + b * H;
     T* out = next + b * H;
     if (spec.activation == TANH) {
-      for (int64_t j = 0; j < H; ++j) a[j] = fast_tanh(p[j] + x[j]);
+      for (int64_t j = 0; j < H; ++j) a[j] = fast_tanh(p[j] + T(x[j]));
     } else {
-      for (int64_t j = 0; j < H; ++j) a[j] = std::max(p[j] + x[j], T(0));
+      for (int64_t j = 0; j < H; ++j) a[j] = std::max(p[j] + T(x[j]), T(0));
     }
     const T* base = spec.linear ? p + k.kH : sb;
     if (spec.gated) {
       T* g = gates + b * H;
-      for (int64_t j = 0; j < H; ++j) g[j] = T(0.5) + T(0.5) * fast_tanh(T(0.5) * (p[H + j] + x[H + j]));
+      for (int64_t j = 0; j < H; ++j) g[j] = T(0.5) + T(0.5) * fast_tanh(T(0.5) * (p[H + j] + T(x[H + j])));
       for (int64_t j = 0; j < H; ++j) out[j] = base[j] + a[j] * g[j];
     } else {
       for (int64_t j = 0; j < H; ++j) out[j] = base[j] + a[j];
@@ -70,12 +71,13 @@ RRN_VECTOR_CLONES void forward_rows(const Step& k, int64_t begin, int64_t end, c
 }
 
 // dL/dP_t (dpre [B, R]) from dL/ds_t (= grad_t + carry, [B, H] each), and `passed` [B, H]: what dL/ds_{t-1}
-// gets besides dP_t W
-template <typename T>
+// gets besides dP_t W. dpre may be stored in a narrower type D (mixed precision: the bfloat16 the GEMMs that read
+// it take), computed in T all the same
+template <typename T, typename D = T>
 RRN_VECTOR_CLONES void backward_rows(const Step& k, int64_t begin, int64_t end, const T* __restrict__ grad,
                                      const T* __restrict__ carry, const T* __restrict__ next,
                                      const T* __restrict__ acts, const T* __restrict__ gates, const bool* mask,
-                                     T* __restrict__ dpre, T* __restrict__ passed) {
+                                     D* __restrict__ dpre, T* __restrict__ passed) {
   const int64_t H = k.H;
   const Spec& spec = k.spec;
   for (int64_t b = begin; b < end; ++b) {
@@ -83,12 +85,12 @@ RRN_VECTOR_CLONES void backward_rows(const Step& k, int64_t begin, int64_t end, 
     const T* c = carry + b * H;
     const T* s1 = next + b * H;
     const T* a = acts + b * H;
-    T* d = dpre + b * k.R;
+    D* d = dpre + b * k.R;
     T* pass = passed + b * H;
     const bool running = mask == nullptr || mask[b];
     if (!running) {  // the sequence has ended: the state passed through untouched, nothing reaches P
       for (int64_t j = 0; j < H; ++j) pass[j] = gr[j] + c[j];
-      for (int64_t j = 0; j < k.R; ++j) d[j] = T(0);
+      for (int64_t j = 0; j < k.R; ++j) d[j] = D(T(0));
       continue;
     }
     T* dsum = pass;  // dL/dy, kept in `passed` until it is turned into what passes on
@@ -100,18 +102,18 @@ RRN_VECTOR_CLONES void backward_rows(const Step& k, int64_t begin, int64_t end, 
     if (spec.gated) {
       const T* g = gates + b * H;
       if (spec.activation == TANH) {
-        for (int64_t j = 0; j < H; ++j) d[j] = dsum[j] * g[j] * (T(1) - a[j] * a[j]);
+        for (int64_t j = 0; j < H; ++j) d[j] = D(dsum[j] * g[j] * (T(1) - a[j] * a[j]));
       } else {
-        for (int64_t j = 0; j < H; ++j) d[j] = a[j] > T(0) ? dsum[j] * g[j] : T(0);
+        for (int64_t j = 0; j < H; ++j) d[j] = D(a[j] > T(0) ? dsum[j] * g[j] : T(0));
       }
-      for (int64_t j = 0; j < H; ++j) d[H + j] = dsum[j] * a[j] * g[j] * (T(1) - g[j]);
+      for (int64_t j = 0; j < H; ++j) d[H + j] = D(dsum[j] * a[j] * g[j] * (T(1) - g[j]));
     } else if (spec.activation == TANH) {
-      for (int64_t j = 0; j < H; ++j) d[j] = dsum[j] * (T(1) - a[j] * a[j]);
+      for (int64_t j = 0; j < H; ++j) d[j] = D(dsum[j] * (T(1) - a[j] * a[j]));
     } else {
-      for (int64_t j = 0; j < H; ++j) d[j] = a[j] > T(0) ? dsum[j] : T(0);
+      for (int64_t j = 0; j < H; ++j) d[j] = D(a[j] > T(0) ? dsum[j] : T(0));
     }
     if (spec.linear) {  // y = W_im s_{t-1} + ...: dL/dy goes to P_im; nothing passes directly
-      for (int64_t j = 0; j < H; ++j) d[k.kH + j] = dsum[j];
+      for (int64_t j = 0; j < H; ++j) d[k.kH + j] = D(dsum[j]);
       for (int64_t j = 0; j < H; ++j) pass[j] = T(0);
     }  // else y = s_{t-1} + ...: dL/dy passes on as it is (already in `passed`)
   }

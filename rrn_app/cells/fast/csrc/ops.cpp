@@ -47,8 +47,10 @@ std::vector<at::Tensor> backward(int64_t activation, int64_t output_activation, 
                                  const at::Tensor& weight, const std::optional<at::Tensor>& mask,
                                  const std::optional<at::Tensor>& gamma, const std::optional<at::Tensor>& zhat,
                                  const std::optional<at::Tensor>& inv, bool norm_training) {
+  const bool low_dpre = cpu_kernels(grad, device_loop) && weight.scalar_type() == at::kBFloat16 &&
+                        grad.scalar_type() != at::kBFloat16;  // mixed precision (recurrence.h)
   rrn::BackwardState b(Spec{activation, output_activation, gated, linear}, grad, states, acts, given(gates), weight,
-                       given(mask), given(gamma), given(zhat), given(inv), norm_training);
+                       given(mask), given(gamma), given(zhat), given(inv), norm_training, low_dpre);
   if (cpu_kernels(grad, device_loop)) rrn::cpu_backward(b, onednn);
   else rrn::device_backward(b);
   return b.results();

@@ -77,9 +77,11 @@ struct BackwardState {
   Running running;
   at::Tensor dpre_all, carry, passed;  // carry: dL/ds_t through step t+1
 
+  // low_dpre: keep dL/dP in the GEMMs' dtype (mixed precision on the CPU loop, without batch norm, whose backward
+  // pass reads it: the per-step product, dL/dW and dL/dxp all take it in that dtype)
   BackwardState(const Spec& spec, const at::Tensor& grad_, const at::Tensor& states_, const at::Tensor& acts_,
                 const at::Tensor& gates_, const at::Tensor& weight_, const at::Tensor& mask_, const at::Tensor& gamma_,
-                const at::Tensor& zhat_, const at::Tensor& inv_, bool norm_training_)
+                const at::Tensor& zhat_, const at::Tensor& inv_, bool norm_training_, bool low_dpre = false)
       : k{grad_.size(1), grad_.size(2), weight_.size(0), weight_.size(0) - (spec.linear ? grad_.size(2) : 0), spec},
         T(grad_.size(0)), grad(grad_), states(states_), acts(acts_), gates(gates_), weight(weight_), mask(mask_),
         normed(gamma_.defined()), norm_training(norm_training_) {
@@ -91,7 +93,7 @@ struct BackwardState {
       dz_all = at::empty({T, k.B, k.R}, options);
       running = Running(mask, T, k.B, options);
     }
-    dpre_all = at::empty({T, k.B, k.R}, options);
+    dpre_all = at::empty({T, k.B, k.R}, low_dpre && !normed ? options.dtype(weight_.scalar_type()) : options);
     carry = at::zeros({k.B, k.H}, options);
     passed = at::empty({k.B, k.H}, options);
   }
