@@ -83,7 +83,7 @@ def test_good_sweeps_pass_the_early_checks():
     (["cell=lstm,gru", "cell.bidirectinal=true"], "unknown option cell.bidirectinal. Did you mean cell.bidirectional?"),
     (["cell=lstm,res_lstm", "cell.keep_prob=0.5"],  # res_lstm has it, lstm not
      "unknown option cell.keep_prob. Known options of cell (lstm): bidirectional, dropout, hidden_size, name, "
-     "num_layers, residual. (in the job cell=lstm)"),
+     "num_layers, residual. The cells with a keep_prob option: res_lstm. (in the job cell=lstm)"),
     (["cell=choice(lstm,gru)", "cell.bidirectional=maybe,true"],
      "cell.bidirectional='maybe' is not allowed: must be true or false (in the job cell=lstm cell.bidirectional=maybe)"),
     (["task=sst,music", "task.model.lr=1,fast"], "task.model.lr='fast' is not allowed: must be a number"),
