@@ -392,7 +392,7 @@ def test_a_bad_switch_value_is_a_clear_error(monkeypatch):
             fast.step_gemm(torch.zeros(256, 256), "cpp")
 
 
-@pytest.mark.parametrize("setting, expected", [("0", "python"), ("step", "step")])
+@pytest.mark.parametrize("setting, expected", [("0", "python"), pytest.param("step", "step", marks=pytest.mark.slow)])
 def test_environment_variable_chooses_the_path_without_building(setting, expected):
     code = ("import warnings; warnings.simplefilter('error'); from rrn_app.cells import get_cell; import torch;"
             "from rrn_app.cells.fast import backends as fast;"

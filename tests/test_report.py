@@ -196,6 +196,7 @@ def rrn_report(*arguments):
     return run_main(main, "rrn-report", *arguments)
 
 
+@pytest.mark.slow  # another Python (the in-process runs below check the same output)
 def test_console_script_prints_the_table_and_writes_the_report(two_cells, tmp_path):
     done = run_cli("rrn-report", two_cells, "baseline=cell=lstm", "metrics=test/acc,val/acc", f"out={tmp_path / 'o'}")
     assert done.returncode == 0, done.stderr
