@@ -5,7 +5,8 @@
 The report goes between the markers `<!-- report:begin -->` and `<!-- report:end -->` of docs/results.md; its
 pictures go to docs/img/results/. The text around the markers (how to reproduce, older single runs) is kept.
 README.md's headline table (between `<!-- headline:begin -->` and `<!-- headline:end -->`) is made from the same
-runs and groups: each group's first headline test metric, mean ± sample sd.
+runs and groups: one line per task, dataset and output, one column per cell, the first headline test metric's
+mean ± sample sd (n) and the cell's parameters.
 """
 
 from __future__ import annotations
@@ -34,15 +35,18 @@ def splice(path: Path, begin: str, end: str, body: str) -> None:
 
 
 def headline() -> str:
-    """One line per group of ours: its task, dataset, cell, output, parameters, n and first headline test metric."""
+    """One line per task, dataset and output, one column per cell: the first headline test metric's mean ± sample
+    sd (n) and the cell's parameters."""
     from rrn_app.report.collect import collect_runs, group_runs
     from rrn_app.report.headline import describe, headline_metrics
     from rrn_app.report.stats import summarize
 
-    lines = ["| task | dataset | cell | output | parameters | n | test metric |",
-             "| --- | --- | --- | --- | ---: | ---: | --- |"]
-    for group in sorted(group_runs(collect_runs([REPO / "results"])),
-                        key=lambda group: (group.task, str(group.settings.get("task.dataset")))):
+    groups = group_runs(collect_runs([REPO / "results"]))
+    known = ["lstm", "gru", "res_lstm", "res_rnn", "gres_rnn"]
+    cells = known + sorted({str(group.settings.get("cell.name")) for group in groups} - set(known))
+    used = [cell for cell in cells if any(group.settings.get("cell.name") == cell for group in groups)]
+    rows: dict[tuple, dict[str, str]] = {}
+    for group in sorted(groups, key=lambda group: (group.task, str(group.settings.get("task.dataset")))):
         logged = {name for run in group.runs for name in run.metrics}
         tests = [name for name in headline_metrics(group.task, logged) if name.startswith("test/")]
         if not tests:
@@ -50,10 +54,15 @@ def headline() -> str:
         metric = describe(tests[0], group.task)
         summary = summarize(value * metric.scale for value in group.values(metric.name))
         output = group.settings.get("task.model.output") or ("independent" if group.task == "music" else "")
-        parameters = group.runs[0].parameters
-        lines.append(f"| {group.task} | {group.settings.get('task.dataset') or ''} | `{group.settings.get('cell.name')}` "
-                     f"| {output} | {parameters:,} | {summary.n} | {metric.label} {summary.mean:.3f}"
-                     + (f" ± {summary.sd:.3f} |" if summary.n > 1 else " (one run) |"))
+        key = (group.task, group.settings.get("task.dataset") or "", output, metric.label)
+        spread = f" ± {summary.sd:.2f}" if summary.n > 1 else ""
+        rows.setdefault(key, {})[str(group.settings.get("cell.name"))] = (
+            f"{summary.mean:.2f}{spread} ({summary.n}), {group.runs[0].parameters / 1000:.0f}k")
+    lines = ["| task | dataset | output | test metric | " + " | ".join(f"`{cell}`" for cell in used) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in used) + " |"]
+    for (task, dataset, output, label), values in rows.items():
+        lines.append(f"| {task} | {dataset} | {output} | {label} | "
+                     + " | ".join(values.get(cell, "") for cell in used) + " |")
     return "\n".join(lines)
 
 
