@@ -15,6 +15,7 @@ from rrn_app import bench
 from rrn_app.bench import cli, gemm, peers, timing
 from rrn_app.bench.models import train_call
 from rrn_app.cells import get_cell
+from indrnn_source import indrnn_registered  # noqa: F401 (autouse: the plugin from its source when not installed)
 
 TINY = ["batch=2", "length=3", "input=4", "hidden=8", "threads=1", "warmup=0", "repeats=2", "memory=false"]
 
