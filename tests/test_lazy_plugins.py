@@ -101,8 +101,11 @@ def imports(marker) -> list[str]:
 def in_process(code: str, env: dict) -> subprocess.CompletedProcess:
     import os
 
+    # run from the plugins' folder, not the repository: `python -c` puts the working directory first on sys.path,
+    # and the source tree's rrn_app (without rrn_app.conf, which installing maps from conf/) would shadow the
+    # installed package
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env},
-                          timeout=300)
+                          cwd=env["PYTHONPATH"], timeout=300)
 
 
 def test_the_registry_lists_plugin_cells_by_entry_point_name_without_importing_them(plugins):
