@@ -57,9 +57,11 @@ def free_port() -> int:
 
 
 def environment() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}"
-            f"{os.environ.get('PYTHONPATH', '')}", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-            "WANDB_MODE": "offline"}
+    # no empty PYTHONPATH entry: it would put the working directory (the repository, whose rrn_app lacks the
+    # rrn_app.conf that installing maps from conf/) before the installed package
+    path = os.pathsep.join(part for part in (str(REPO / "tests"), os.environ.get("PYTHONPATH", "")) if part)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "HF_DATASETS_OFFLINE": "1",
+            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
 
 def start_nodes(cwd: Path, *overrides: str) -> list[subprocess.Popen]:
