@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
+
 from helpers import REPO, run_main
 
 
@@ -25,6 +27,7 @@ def test_the_readme_headline_is_what_the_kept_runs_give():
     assert shown == doc.headline().strip(), "README's headline is stale: run python tools/results_doc.py"
 
 
+@pytest.mark.slow  # reads and reports every kept run
 def test_every_row_of_ours_in_docs_results_is_what_rrn_report_gives(tmp_path):
     from rrn_app.report.cli import main as rrn_report
 
