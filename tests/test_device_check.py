@@ -45,6 +45,7 @@ def test_the_plan_covers_the_grid_and_fits_the_limit(tmp_path):
         assert {a.split("=", 1)[0] for a in command} <= set(bench_settings.OPTIONS)  # all real rrn-bench keys
 
 
+@pytest.mark.slow  # waits seconds for a part to pass its timeout
 def test_a_part_past_its_timeout_is_killed_and_its_log_kept(tmp_path):
     part = device_check.Part("sleepy part", [sys.executable, "-c",
                                              "import time; print('partial result', flush=True); time.sleep(60)"], 60)

@@ -296,6 +296,7 @@ def imdb(data_root, tmp_path, **options):
     return module
 
 
+@pytest.mark.slow  # reads and evaluates the full IMDB splits (about 10 s)
 def test_imdb_evaluates_at_full_length_with_eval_max_length_null(data_root, tmp_path):
     cut = imdb(data_root, tmp_path, max_length=50)
     full = imdb(data_root, tmp_path, max_length=50, eval_max_length=None)
